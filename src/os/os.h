@@ -1,0 +1,63 @@
+// The OS layer: the only code in Granule that talks to the operating system.
+// One implementation per platform (os_linux.cpp, os_windows.cpp) is chosen at
+// build time; everything above this header is platform-free.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace granule::os {
+
+struct Info {
+  size_t page_size;    // commit granularity
+  size_t granularity;  // reservation granularity (64 KiB on Windows)
+};
+
+// Page size and allocation granularity, read from the OS once.
+const Info& info();
+
+// Reserve address space aligned to `alignment` (a power of two, a multiple
+// of the granularity). Pages must be committed before use (on Linux commit is
+// only bookkeeping: reserved memory is already readable and writable).
+// Returns nullptr when the OS refuses.
+void* reserve(size_t size, size_t alignment);
+void release(void* p, size_t size);
+// Make [p, p+size) usable. Page-aligned. False when the OS refuses.
+bool commit(void* p, size_t size);
+// Give the pages back: contents are lost, resident memory drops at once.
+void decommit(void* p, size_t size);
+// Guard pages for the hardened build: no access / read-write again.
+void protect_none(void* p, size_t size);
+void protect_rw(void* p, size_t size);
+// Advise the OS that [p, p+size) may use transparent huge pages.
+void advise_huge(void* p, size_t size);
+
+// Test-only fault hook: the n-th reserve or commit from now fails (n >= 1);
+// 0 turns the hook off. Costs one relaxed load on the slow OS path only.
+void fail_after(long n);
+
+uint64_t now_ms();  // monotonic clock
+void yield();
+void sleep_ms(uint32_t ms);
+// Block while *word == expected, at most timeout_ms; wake() wakes all waiters.
+void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms);
+void wake(const uint32_t* word);
+// Start a detached helper thread that blocks every signal; false on failure.
+bool start_thread(void (*fn)(void*), void* arg);
+
+// Read an environment variable without libc's getenv (safe before libc is
+// initialised). Returns a pointer to the value or nullptr.
+const char* getenv_raw(const char* name);
+void write_stderr(const char* s, size_t n);
+uint64_t random_seed();
+uint32_t process_id();
+
+// Thread exit: `fn(value)` runs when a thread that called thread_exit_arm
+// exits. register once at start-up.
+void thread_exit_register(void (*fn)(void* value));
+void thread_exit_arm(void* value);
+
+// Called around fork() (where fork exists) so locks are consistent.
+void atfork_register(void (*prepare)(), void (*parent)(), void (*child)());
+
+}  // namespace granule::os
