@@ -25,7 +25,7 @@ inline void heap_set_current(Heap* h) { os::tls_set_heap(h); }
 #else
 // One initial-exec TLS word: cheap to read, and small enough that dlopen of
 // libgranule.so never runs out of static TLS.
-extern thread_local Heap* tl_heap __attribute__((tls_model("initial-exec")));
+extern constinit thread_local Heap* tl_heap __attribute__((tls_model("initial-exec")));
 inline Heap* heap_current() { return tl_heap; }
 inline void heap_set_current(Heap* h) { tl_heap = h; }
 #endif

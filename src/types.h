@@ -105,7 +105,11 @@ inline constexpr uint64_t kSegmentCookie = 0x67726e6c5365674dull;
 
 inline Segment* segment_of(uintptr_t p) { return reinterpret_cast<Segment*>(p & ~kSegmentMask); }
 inline Slab* slab_at(Segment* seg, uintptr_t p) {
-  return &seg->slabs[(p & kSegmentMask) >> kSliceShift];
+  // Descriptor offset straight from the address bits: (slice index) * sizeof(Slab).
+  constexpr unsigned kShift = kSliceShift - 7;
+  static_assert(sizeof(Slab) == 128);
+  uintptr_t off = (p >> kShift) & (uintptr_t(kSlicesPerSegment - 1) << 7);
+  return reinterpret_cast<Slab*>(reinterpret_cast<char*>(seg) + offsetof(Segment, slabs) + off);
 }
 inline unsigned slice_index(const Slab* s) {
   return unsigned((uintptr_t(s) & kSegmentMask) - offsetof(Segment, slabs)) / sizeof(Slab);
