@@ -374,3 +374,28 @@ TEST_CASE("what can't be relocated is reported", "[relocate]") {
   x = run(code({0x48, 0x89, 0x5C, 0x24, 0x08}), kNear, 10);
   CHECK(x.r.status == RelocateStatus::kNoSpace);
 }
+
+TEST_CASE("Wine 8's own runtime entries", "[relocate][wine]") {
+  // What GetProcAddress gives under Wine 8 (mingw-built msvcrt/ucrtbase):
+  // free/realloc/calloc start with an 8-byte hot-patch no-op.
+  const Bytes free_entry = code({0x48, 0x8D, 0xA4, 0x24, 0, 0, 0, 0, 0x48, 0x83, 0xEC, 0x28});
+  CHECK(dec(free_entry).length == 8);  // lea rsp,[rsp+0]
+  Relocated x = run(free_entry, kNear);
+  REQUIRE(x.r.status == RelocateStatus::kOk);
+  CHECK(x.r.copied == 8);
+  check_jump_back(x);
+  // malloc: push rsi / push rbx / sub rsp,28h
+  x = run(code({0x56, 0x53, 0x48, 0x83, 0xEC, 0x28, 0x48, 0x89, 0xCE}), kNear);
+  REQUIRE(x.r.status == RelocateStatus::kOk);
+  CHECK(x.r.copied == 6);
+  // ucrtbase _malloc_base: sub rsp,28h / call rel32 (-69h)
+  const Bytes malloc_base = code({0x48, 0x83, 0xEC, 0x28, 0xE8, 0x97, 0xFF, 0xFF, 0xFF});
+  x = run(malloc_base, kNear);
+  REQUIRE(x.r.status == RelocateStatus::kOk);
+  CHECK(x.r.copied == 9);
+  Instruction insn;
+  REQUIRE(decode(x.out + 4, 16, &insn));
+  CHECK(insn.branch == BranchKind::kCall);
+  CHECK(granule::win::branch_target(x.out + 4, kNear + 4, insn) == kSrc + 9 - 0x69);
+  check_jump_back(x);
+}

@@ -241,3 +241,36 @@ TEST_CASE("msvcrt malloc/free patched: the runtime's own calls come through", "[
   CHECK(g_mallocs.load() > m0 + 1);
   std::free(p);
 }
+
+// ucrtbase's _malloc_base under Wine 8 starts `sub rsp,28h / call rel32`: the
+// trampoline must carry a relocated call.
+namespace {
+MallocFn g_malloc_base_orig = nullptr;
+std::atomic<long> g_malloc_base_calls{0};
+void* counting_malloc_base(size_t n) {
+  g_malloc_base_calls.fetch_add(1, std::memory_order_relaxed);
+  return g_malloc_base_orig(n);
+}
+}  // namespace
+
+TEST_CASE("ucrtbase _malloc_base: a call in the relocated bytes", "[patch][crt]") {
+  HMODULE ucrt = LoadLibraryW(L"ucrtbase.dll");
+  if (!ucrt) {
+    WARN("no ucrtbase.dll here");
+    return;
+  }
+  auto entry = reinterpret_cast<MallocFn>(GetProcAddress(ucrt, "_malloc_base"));
+  auto ufree = reinterpret_cast<FreeFn>(GetProcAddress(ucrt, "_free_base"));
+  REQUIRE(entry);
+  REQUIRE(ufree);
+  void* target = granule::win::skip_jumps(reinterpret_cast<void*>(entry));
+  const PatchStatus s = patch_function(target, reinterpret_cast<void*>(&counting_malloc_base),
+                                       reinterpret_cast<void**>(&g_malloc_base_orig));
+  INFO("status: " << granule::win::patch_status_text(s));
+  REQUIRE(s == PatchStatus::kOk);
+  void* p = entry(48);
+  CHECK(g_malloc_base_calls.load() == 1);
+  REQUIRE(p);
+  std::memset(p, 0x11, 48);
+  ufree(p);
+}
