@@ -216,6 +216,7 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
     list_push(h, s, SlabList::kDetached);
   }
   char* p = s->start;
+  reinterpret_cast<Block*>(p)->tag = 0;  // a live block must not look free
   if (alignment > kSliceSize) {
     p = reinterpret_cast<char*>((uintptr_t(p) + alignment - 1) & ~(uintptr_t(alignment) - 1));
     s->flags |= kSlabHasAligned;

@@ -1,18 +1,36 @@
 // The C++ allocation operators. The only place in Granule that throws:
 // operator new reports failure with std::bad_alloc after trying the
 // new-handler, as the standard requires.
+//
+// libgranule.so does not link libstdc++ (a C program preloading it would pay
+// for loading it): the two libstdc++ functions used here are weak, bound to
+// the process's libstdc++ when there is one. A program that calls operator
+// new is a C++ program and has it; without it, failure aborts with a message.
 #include <cstddef>
+#include <cstdlib>
 #include <new>
 
 #include "granule.h"
 
+// std::__throw_bad_alloc() and std::get_new_handler(), weak.
+[[noreturn]] void cxx_throw_bad_alloc() __asm__("_ZSt17__throw_bad_allocv") __attribute__((weak));
+std::new_handler cxx_get_new_handler() noexcept __asm__("_ZSt15get_new_handlerv")
+    __attribute__((weak));
+
 namespace {
+
+[[noreturn]] void throw_bad_alloc() {
+  if (cxx_throw_bad_alloc) cxx_throw_bad_alloc();
+  abort();  // no C++ runtime in the process, so nobody could catch it
+}
+
+std::new_handler current_handler() { return cxx_get_new_handler ? cxx_get_new_handler() : nullptr; }
 
 void* new_or_throw(size_t n) {
   for (;;) {
     if (void* p = gr_malloc(n)) return p;
-    std::new_handler handler = std::get_new_handler();
-    if (!handler) throw std::bad_alloc();
+    std::new_handler handler = current_handler();
+    if (!handler) throw_bad_alloc();
     handler();
   }
 }
@@ -20,25 +38,29 @@ void* new_or_throw(size_t n) {
 void* new_aligned_or_throw(size_t n, std::align_val_t al) {
   for (;;) {
     if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
-    std::new_handler handler = std::get_new_handler();
-    if (!handler) throw std::bad_alloc();
+    std::new_handler handler = current_handler();
+    if (!handler) throw_bad_alloc();
     handler();
   }
 }
 
+// The nothrow forms call the handler too; a handler that throws is the
+// program's choice and propagates (catching would need libstdc++'s runtime).
 void* new_nothrow(size_t n) noexcept {
-  try {
-    return new_or_throw(n);
-  } catch (...) {
-    return nullptr;
+  for (;;) {
+    if (void* p = gr_malloc(n)) return p;
+    std::new_handler handler = current_handler();
+    if (!handler) return nullptr;
+    handler();
   }
 }
 
 void* new_aligned_nothrow(size_t n, std::align_val_t al) noexcept {
-  try {
-    return new_aligned_or_throw(n, al);
-  } catch (...) {
-    return nullptr;
+  for (;;) {
+    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
+    std::new_handler handler = current_handler();
+    if (!handler) return nullptr;
+    handler();
   }
 }
 
