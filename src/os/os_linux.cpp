@@ -52,15 +52,32 @@ const Info& info() {
 
 void fail_after(long n) { g_fail_countdown.store(n, std::memory_order_relaxed); }
 
+namespace {
+// Where the next aligned reservation probably fits: just below the last one
+// (the kernel hands out addresses top-down), so one mmap usually suffices.
+std::atomic<uintptr_t> g_hint{0};
+}  // namespace
+
 void* reserve(size_t size, size_t alignment) {
   if (injected_failure()) return nullptr;
   const int prot = PROT_READ | PROT_WRITE;
   const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-  // Try the exact size first: the kernel often hands out aligned addresses
-  // when we keep asking next to our previous mappings.
+  uintptr_t hint = g_hint.load(std::memory_order_relaxed);
+  if (hint > size) {
+    uintptr_t want = (hint - size) & ~(uintptr_t(alignment) - 1);
+    void* p = mmap(reinterpret_cast<void*>(want), size, prot, flags, -1, 0);
+    if (p == reinterpret_cast<void*>(want)) {
+      g_hint.store(want, std::memory_order_relaxed);
+      return p;
+    }
+    if (p != MAP_FAILED) munmap(p, size);
+  }
   void* p = mmap(nullptr, size, prot, flags, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  if ((uintptr_t(p) & (alignment - 1)) == 0) return p;
+  if ((uintptr_t(p) & (alignment - 1)) == 0) {
+    g_hint.store(uintptr_t(p), std::memory_order_relaxed);
+    return p;
+  }
   munmap(p, size);
   // Over-reserve and trim both ends; trimming creates no extra mappings.
   size_t over = size + alignment;
@@ -72,6 +89,7 @@ void* reserve(size_t size, size_t alignment) {
   size_t tail = over - head - size;
   if (head) munmap(q, head);
   if (tail) munmap(reinterpret_cast<char*>(aligned) + size, tail);
+  g_hint.store(aligned, std::memory_order_relaxed);
   return reinterpret_cast<void*>(aligned);
 }
 
