@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     Block& b = slots[rng.next() % live];
     if (b.p != nullptr) release(b);
     // Small alignments dominate in practice; large ones are rarer.
-    int shift = rng.next() % 8 == 0 ? static_cast<int>(rng.range(7, 16)) : static_cast<int>(rng.range(4, 6));
+    int shift = rng.next() % 8 == 0 ? static_cast<int>(rng.range(7, 16))
+                                    : static_cast<int>(rng.range(4, 6));
     b.align = size_t{1} << shift;
     b.n = rng.range(1, max_size);
     b.kind = static_cast<int>(rng.next() % 3);

@@ -2,13 +2,13 @@
 // malloc/free/new/delete; the allocator under test is chosen by LD_PRELOAD.
 #pragma once
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unistd.h>
 
 namespace bench {
 
@@ -87,7 +87,8 @@ inline void stamp(void* p, size_t n, uint64_t tag = 0) {
     std::memcpy(b, &c, 8);
     uint64_t e = ~c;
     std::memcpy(b + n - 8, &e, 8);
-    for (size_t off = 4096; off + 8 < n - 8; off += 4096) b[off] = static_cast<unsigned char>(c >> 8);
+    for (size_t off = 4096; off + 8 < n - 8; off += 4096)
+      b[off] = static_cast<unsigned char>(c >> 8);
   } else {
     for (size_t i = 0; i < n; ++i) b[i] = static_cast<unsigned char>(c >> (8 * (i & 7)));
   }
@@ -125,8 +126,7 @@ inline void xfree(void* p, size_t n, uint64_t tag = 0) {
 inline void escape(void* p) { asm volatile("" : : "g"(p) : "memory"); }
 
 inline double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace bench

@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
     for (auto& [k, v] : ordered) {
       if (v != make_value(k)) bench::fail("map value corrupted", v.data(), v.size());
       auto it = hashed.find(v);
-      if (it == hashed.end() || it->second != k) bench::fail("hash entry corrupted", v.data(), v.size());
+      if (it == hashed.end() || it->second != k)
+        bench::fail("hash entry corrupted", v.data(), v.size());
     }
     if (ordered.size() != hashed.size()) bench::fail("container sizes differ", nullptr, 0);
     std::string text;

@@ -22,7 +22,9 @@ int main(int argc, char** argv) {
       if (b.p != nullptr) bench::xfree(b.p, b.n);
       // Mostly small, some medium, a few page-sized blocks.
       uint64_t pick = rng.next() % 100;
-      b.n = pick < 80 ? rng.range(16, 128) : pick < 97 ? rng.range(129, 2048) : rng.range(2049, 16384);
+      b.n = pick < 80   ? rng.range(16, 128)
+            : pick < 97 ? rng.range(129, 2048)
+                        : rng.range(2049, 16384);
       b.p = bench::xmalloc(b.n);
     }
     for (auto& b : heap) {

@@ -11,7 +11,7 @@
 int main(int argc, char** argv) {
   bench::Args args(argc, argv);
   int threads = static_cast<int>(args.get("threads", 2));
-  long slots = args.get("slots", 4000);  // per thread
+  long slots = args.get("slots", 4000);      // per thread
   long rounds = args.get("rounds", 200000);  // replacements per thread per epoch
   long epochs = args.get("epochs", 5);
   size_t min_size = static_cast<size_t>(args.get("min", 8));

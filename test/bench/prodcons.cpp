@@ -47,7 +47,7 @@ class Queue {
 int main(int argc, char** argv) {
   bench::Args args(argc, argv);
   int pairs = static_cast<int>(args.get("threads", 2));  // producer/consumer pairs
-  long blocks = args.get("blocks", 2000000);  // per producer
+  long blocks = args.get("blocks", 2000000);             // per producer
   long batch = args.get("batch", 256);
   size_t max_size = static_cast<size_t>(args.get("max", 512));
   args.done();
