@@ -49,6 +49,9 @@ bool start_thread(void (*fn)(void*), void* arg);
 // initialised). Returns a pointer to the value or nullptr.
 const char* getenv_raw(const char* name);
 void write_stderr(const char* s, size_t n);
+// Keep a private copy of stderr, so reports at exit still reach it when the
+// program closed its own (coreutils do).
+void keep_stderr();
 uint64_t random_seed();
 uint32_t process_id();
 

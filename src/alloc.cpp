@@ -1,0 +1,57 @@
+// The malloc and free fast paths. Hot: keep them short, no atomics, no
+// locks, no calls; anything unusual goes to the slow paths in heap.cpp.
+#include <cerrno>
+
+#include "granule.h"
+#include "heap.h"
+#include "segment.h"
+
+using namespace granule;
+
+namespace {
+__attribute__((noinline)) void* malloc_slow(size_t size) {
+  void* p = heap_malloc_slow(size);
+  if (!p) errno = ENOMEM;
+  return p;
+}
+}  // namespace
+
+extern "C" void* gr_malloc(size_t size) {
+  // Fast path: one TLS load, one table lookup, pop the slab's free list.
+  Heap* h = heap_current();
+  if (__builtin_expect(size <= kDirectMax, 1)) {
+    Slab* s = h->direct[(size + 15) >> 4];
+    Block* b = s->free;
+    if (__builtin_expect(b != nullptr, 1)) {
+      s->free = b->next;
+      s->used++;
+      b->tag = 0;  // a live block must not look free
+      return b;
+    }
+  }
+  return malloc_slow(size);
+}
+
+extern "C" void gr_free(void* p) {
+  // Fast path: our segment, our thread's attached slab, a block start that
+  // is not already free. NULL, huge, foreign and cross-thread frees all fail
+  // one of these tests and take the slow path.
+  uintptr_t u = uintptr_t(p);
+  if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
+    Slab* s = slab_at(segment_of(u), u);
+    Heap* h = heap_current();
+    if (__builtin_expect(s->fast_owner == h, 1)) {
+      uint64_t off = u - uintptr_t(s->start);
+      auto* b = static_cast<Block*>(p);
+      uintptr_t tag = block_tag(s, b);
+      if (__builtin_expect(off < s->carved && off * s->div_magic < s->div_magic && b->tag != tag, 1)) {
+        b->next = s->free;
+        b->tag = tag;
+        s->free = b;
+        if (__builtin_expect(--s->used != 0, 1)) return;
+        return heap_slab_empty(h, s);
+      }
+    }
+  }
+  heap_free_slow(p);
+}

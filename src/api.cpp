@@ -1,0 +1,238 @@
+// The gr_* entry points other than the two fast paths (alloc.cpp): errno,
+// overflow checks, alignment, realloc, ownership, first-class heaps.
+#include <cerrno>
+#include <cstring>
+
+#include "granule.h"
+#include "heap.h"
+#include "huge.h"
+#include "purge.h"
+#include "segment.h"
+
+using namespace granule;
+
+namespace {
+
+inline bool is_pow2(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
+
+Heap* owner_heap() {
+  Heap* h = heap_current();
+  return h != &g_empty_heap ? h : heap_thread_init();
+}
+
+void* aligned_alloc_impl(size_t alignment, size_t size) {
+  if (alignment <= kMinAlign) return gr_malloc(size);
+  Heap* h = owner_heap();
+  void* p = h ? heap_alloc_aligned(h, alignment, size) : nullptr;
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+bool valid_first_class(const Heap* h) {
+  return h && h->kind == HeapKind::kFirstClass &&
+         h->state.load(std::memory_order_acquire) == HeapState::kLive;
+}
+
+// Move p's contents into a new block from `alloc` when they don't fit.
+template <class Alloc>
+void* realloc_with(void* p, size_t size, Alloc alloc) {
+  size_t usable = heap_usable_size(p);
+  if (usable == 0) {
+    // Not a live block of ours: leave it alone rather than copy from it.
+    heap_free_slow(p);  // reports it (when asked) and changes nothing
+    errno = EINVAL;
+    return nullptr;
+  }
+  // Stay in place while the block fits and isn't mostly wasted.
+  if (size <= usable && size >= usable / 2) return p;
+  void* q = alloc(size);
+  if (!q) return nullptr;  // p is untouched
+  std::memcpy(q, p, size < usable ? size : usable);
+  gr_free(p);
+  return q;
+}
+
+}  // namespace
+
+extern "C" {
+
+void* gr_calloc(size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  if (total > kLargeMax) {
+    // Fresh mappings are zero already: don't touch (and commit) every page.
+    if (total > kMaxRequest) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    void* p = huge_alloc(nullptr, total, kMinAlign, true);
+    if (!p) errno = ENOMEM;
+    return p;
+  }
+  void* p = gr_malloc(total);
+  if (p) std::memset(p, 0, total);
+  return p;
+}
+
+void* gr_realloc(void* p, size_t size) {
+  if (!p) return gr_malloc(size);
+  if (size == 0) {  // as glibc: free and return NULL
+    gr_free(p);
+    return nullptr;
+  }
+  if (size > kMaxRequest) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc_with(p, size, gr_malloc);
+}
+
+void* gr_reallocarray(void* p, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return gr_realloc(p, total);
+}
+
+void gr_free_sized(void* p, size_t) { gr_free(p); }
+
+void gr_free_aligned_sized(void* p, size_t, size_t) { gr_free(p); }
+
+size_t gr_usable_size(const void* p) { return p ? heap_usable_size(p) : 0; }
+
+void* gr_aligned_alloc(size_t alignment, size_t size) {
+  if (!is_pow2(alignment)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return aligned_alloc_impl(alignment, size);
+}
+
+int gr_posix_memalign(void** out, size_t alignment, size_t size) {
+  if (!out || !is_pow2(alignment) || alignment % sizeof(void*) != 0) return EINVAL;
+  int saved = errno;
+  void* p = aligned_alloc_impl(alignment, size);
+  errno = saved;  // posix_memalign reports through its result only
+  if (!p) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+void* gr_aligned_realloc(void* p, size_t alignment, size_t size) {
+  if (!is_pow2(alignment)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  if (!p) return aligned_alloc_impl(alignment, size);
+  if (size == 0) {
+    gr_free(p);
+    return nullptr;
+  }
+  if ((uintptr_t(p) & (alignment - 1)) != 0) {
+    size_t usable = heap_usable_size(p);
+    if (!usable) return realloc_with(p, size, [](size_t) -> void* { return nullptr; });
+    void* q = aligned_alloc_impl(alignment, size);
+    if (!q) return nullptr;
+    std::memcpy(q, p, size < usable ? size : usable);
+    gr_free(p);
+    return q;
+  }
+  return realloc_with(p, size, [alignment](size_t n) { return aligned_alloc_impl(alignment, n); });
+}
+
+bool gr_owns(const void* p) { return map_kind(uintptr_t(p)) != kMapNone; }
+
+int gr_version(void) {
+  return (GRANULE_VERSION_MAJOR << 16) | (GRANULE_VERSION_MINOR << 8) | GRANULE_VERSION_PATCH;
+}
+
+void gr_collect(bool force) {
+  heap_collect_current();
+  if (heap_purge_all(force)) purge_notify();
+}
+
+// ---- first-class heaps ----
+
+gr_heap_t* gr_heap_create(const gr_heap_options_t* options) {
+  size_t initial = options ? options->initial_reserve : 0;
+  size_t max = options ? options->max_size : 0;
+  Heap* h = heap_create(initial, max);
+  if (!h) errno = ENOMEM;
+  return reinterpret_cast<gr_heap_t*>(h);
+}
+
+void gr_heap_destroy(gr_heap_t* heap) {
+  auto* h = reinterpret_cast<Heap*>(heap);
+  if (valid_first_class(h)) heap_destroy(h);
+}
+
+void gr_heap_reset(gr_heap_t* heap) {
+  auto* h = reinterpret_cast<Heap*>(heap);
+  if (valid_first_class(h)) heap_reset(h);
+}
+
+void* gr_heap_malloc(gr_heap_t* heap, size_t size) {
+  auto* h = reinterpret_cast<Heap*>(heap);
+  if (!valid_first_class(h)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  void* p;
+  {
+    LockGuard guard(h->owner_lock);
+    p = heap_alloc(h, size);
+  }
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+void* gr_heap_calloc(gr_heap_t* heap, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* p = gr_heap_malloc(heap, total);
+  if (p) std::memset(p, 0, total);
+  return p;
+}
+
+void* gr_heap_realloc(gr_heap_t* heap, void* p, size_t size) {
+  if (!p) return gr_heap_malloc(heap, size);
+  if (!valid_first_class(reinterpret_cast<Heap*>(heap))) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  if (size == 0) {
+    gr_free(p);
+    return nullptr;
+  }
+  return realloc_with(p, size, [heap](size_t n) { return gr_heap_malloc(heap, n); });
+}
+
+void* gr_heap_aligned_alloc(gr_heap_t* heap, size_t alignment, size_t size) {
+  auto* h = reinterpret_cast<Heap*>(heap);
+  if (!valid_first_class(h) || !is_pow2(alignment)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  void* p;
+  {
+    LockGuard guard(h->owner_lock);
+    p = heap_alloc_aligned(h, alignment, size);
+  }
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+gr_heap_t* gr_heap_of(const void* p) {
+  Heap* h = heap_of_block(p);
+  return h && h->kind == HeapKind::kFirstClass ? reinterpret_cast<gr_heap_t*>(h) : nullptr;
+}
+
+}  // extern "C"

@@ -1,0 +1,603 @@
+#include "heap.h"
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "huge.h"
+#include "meta.h"
+#include "options.h"
+#include "os/os.h"
+#include "purge.h"
+#include "report.h"
+#include "segment.h"
+#include "stats.h"
+
+namespace granule {
+
+void register_fork_handlers();  // init.cpp
+
+constinit Slab g_empty_slab{};
+constinit Heap g_empty_heap{&g_empty_slab};
+#if !defined(_WIN32)
+constinit thread_local Heap* tl_heap = &g_empty_heap;
+#endif
+
+namespace {
+
+std::atomic<Heap*> g_registry{nullptr};
+SpinLock g_pool_lock;         // the two pools below
+Heap* g_abandoned = nullptr;  // thread heaps whose thread exited
+Heap* g_spare = nullptr;      // destroyed first-class heaps
+
+// For each direct-table slot, its class; for each class, its slot range.
+struct DirectMap {
+  uint8_t cls[kDirectCount];
+  uint8_t first[kClassCount], last[kClassCount];
+  constexpr DirectMap() : cls(), first(), last() {
+    for (unsigned c = 0; c < kClassCount; ++c) first[c] = 1, last[c] = 0;
+    for (unsigned j = 0; j < kDirectCount; ++j) {
+      unsigned c = size_class_of(j * 16);
+      cls[j] = uint8_t(c);
+      if (first[c] > last[c]) first[c] = uint8_t(j);
+      last[c] = uint8_t(j);
+    }
+  }
+};
+constexpr DirectMap kDirect;
+
+inline uintptr_t next_key(Heap* h) {
+  // xorshift: cheap, and only needs to be unpredictable to the program.
+  uintptr_t x = h->key_state;
+  x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+  h->key_state = x;
+  return x | 1;
+}
+
+// ---- the owner's class queues (owner only) ----
+
+void direct_update(Heap* h, unsigned c) {
+  if (c >= kClassCount || kDirect.first[c] > kDirect.last[c]) return;
+  Slab* s = h->queues[c].head;
+  if (!s) s = &g_empty_slab;
+  for (unsigned j = kDirect.first[c]; j <= kDirect.last[c]; ++j) h->direct[j] = s;
+}
+
+void queue_push_front(Heap* h, Slab* s) {
+  SlabQueue& q = h->queues[s->size_class];
+  s->prev = nullptr;
+  s->next = q.head;
+  if (q.head) q.head->prev = s;
+  else q.tail = s;
+  q.head = s;
+  s->list = SlabList::kQueue;
+  s->fast_owner = h->kind == HeapKind::kThread ? h : nullptr;
+  direct_update(h, s->size_class);
+}
+
+void queue_remove(Heap* h, Slab* s) {
+  SlabQueue& q = h->queues[s->size_class];
+  bool was_head = q.head == s;
+  if (s->prev) s->prev->next = s->next;
+  else q.head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  else q.tail = s->prev;
+  s->next = s->prev = nullptr;
+  s->list = SlabList::kNone;
+  s->fast_owner = nullptr;
+  if (was_head) direct_update(h, s->size_class);
+}
+
+// ---- the heap's detached and ready lists (under h->lock) ----
+
+Slab*& list_of(Heap* h, SlabList l) { return l == SlabList::kReady ? h->ready : h->detached; }
+
+void list_push(Heap* h, Slab* s, SlabList l) {
+  Slab*& head = list_of(h, l);
+  s->prev = nullptr;
+  s->next = head;
+  if (head) head->prev = s;
+  head = s;
+  s->list = l;
+  if (l == SlabList::kReady) h->ready_count.fetch_add(1, std::memory_order_relaxed);
+}
+
+void list_remove(Heap* h, Slab* s) {
+  Slab*& head = list_of(h, s->list);
+  if (s->prev) s->prev->next = s->next;
+  else head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (s->list == SlabList::kReady) h->ready_count.fetch_sub(1, std::memory_order_relaxed);
+  s->next = s->prev = nullptr;
+  s->list = SlabList::kNone;
+}
+
+// Take a detached slab back: its counted frees become the free list.
+// Under h->lock; false if it is being retired.
+bool reattach_locked(Heap* h, Slab* s) {
+  uint64_t w = s->remote.load(std::memory_order_relaxed);
+  do {
+    if (remote_state(w) != kDetached) return false;
+  } while (!s->remote.compare_exchange_weak(w, kAttached, std::memory_order_acquire,
+                                            std::memory_order_relaxed));
+  list_remove(h, s);
+  s->free = remote_ptr(w);
+  s->used = s->capacity - remote_count(w);
+  h->blocks_handed += remote_count(w);
+  queue_push_front(h, s);
+  return true;
+}
+
+void reattach_ready(Heap* h) {
+  LockGuard guard(h->lock);
+  for (Slab *s = h->ready, *next; s; s = next) {
+    next = s->next;
+    reattach_locked(h, s);
+  }
+}
+
+// A full slab leaves the owner: from now on frees to it are counted, and the
+// last one returns its slices. False if frees arrived meanwhile.
+bool detach(Heap* h, Slab* s) {
+  LockGuard guard(h->lock);
+  uint64_t expected = kAttached;
+  if (!s->remote.compare_exchange_strong(expected, kDetached, std::memory_order_acq_rel)) {
+    return false;
+  }
+  queue_remove(h, s);
+  list_push(h, s, SlabList::kDetached);
+  return true;
+}
+
+void retire_locked(Heap* h, Slab* s) {
+  if (s->list == SlabList::kDetached || s->list == SlabList::kReady) list_remove(h, s);
+  segment_return_slices(h, s, os::now_ms());
+}
+
+Slab* new_slab(Heap* h, unsigned c) {
+  unsigned slices = class_slab_slices(c);
+  Slab* s;
+  {
+    LockGuard guard(h->lock);
+    if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
+      return nullptr;
+    }
+    s = segment_take_slices(h, slices, false);
+  }
+  if (!s) return nullptr;
+  slab_init(s, h, c, next_key(h));
+  queue_push_front(h, s);
+  return s;
+}
+
+inline void* pop(Slab* s) {
+  Block* b = s->free;
+  s->free = b->next;
+  s->used++;
+  b->tag = 0;
+  return b;
+}
+
+void* alloc_class(Heap* h, unsigned c) {
+  for (;;) {
+    Slab* s = h->queues[c].head;
+    while (s) {
+      if (s->free) return pop(s);
+      uint32_t before = s->capacity;
+      if (slab_collect(s) || slab_extend(s)) {
+        h->blocks_handed += s->capacity - before;
+        return pop(s);
+      }
+      Slab* next = s->next;
+      if (!detach(h, s)) continue;  // frees arrived: collect them
+      s = next;
+    }
+    if (h->ready_count.load(std::memory_order_relaxed) != 0) {
+      reattach_ready(h);
+      if (h->queues[c].head) continue;
+    }
+    if (!new_slab(h, c)) return nullptr;
+  }
+}
+
+void* alloc_large(Heap* h, size_t size, size_t alignment) {
+  size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
+  size_t slices = (need + kSliceSize - 1) >> kSliceShift;
+  if (slices >= kSlicesPerSegment) return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
+  Slab* s;
+  {
+    LockGuard guard(h->lock);
+    if (h->max_bytes && h->held_bytes + (slices << kSliceShift) > h->max_bytes) return nullptr;
+    s = segment_take_slices(h, unsigned(slices), true);
+    if (!s) return nullptr;
+    slab_init_large(s, h, next_key(h));
+    // Born detached: its one free returns the span.
+    s->remote.store(kDetached, std::memory_order_relaxed);
+    list_push(h, s, SlabList::kDetached);
+  }
+  char* p = s->start;
+  if (alignment > kSliceSize) {
+    p = reinterpret_cast<char*>((uintptr_t(p) + alignment - 1) & ~(uintptr_t(alignment) - 1));
+    s->flags |= kSlabHasAligned;
+  }
+  h->blocks_handed++;
+  return p;
+}
+
+// Smallest class whose blocks are all aligned to `alignment` (slab starts
+// are 16 KiB-aligned at least), or kClassCount.
+unsigned aligned_class(size_t size, size_t alignment) {
+  if (alignment > kSegmentHeaderSize || size > kMediumMax) return kClassCount;
+  for (unsigned c = size_class_of(size < alignment ? alignment : size); c < kClassCount; ++c) {
+    if (class_block_size(c) % alignment == 0) return c;
+  }
+  return kClassCount;
+}
+
+// ---- freeing ----
+
+// The owner frees into its own slab; re-attaches it first if it was full.
+void free_local(Heap* h, Slab* s, Block* b) {
+  if (remote_state(s->remote.load(std::memory_order_relaxed)) != kAttached) {
+    LockGuard guard(h->lock);
+    if (!reattach_locked(h, s)) {
+      // Being retired: impossible while b is live, so b was already free.
+      report_error(ErrorKind::kDoubleFree, b, s->block_size);
+      return;
+    }
+  }
+  b->next = s->free;
+  b->tag = block_tag(s, b);
+  s->free = b;
+  if (--s->used == 0) heap_slab_empty(h, s);
+}
+
+void free_remote(Slab* s, Block* b) {
+  Heap* owner = s->heap;  // read while b keeps the slab alive
+  switch (slab_free_remote(s, b)) {
+    case RemoteFree::kPushed: return;
+    case RemoteFree::kNowEmpty: {
+      LockGuard guard(owner->lock);
+      retire_locked(owner, s);
+      purge_notify();
+      return;
+    }
+    case RemoteFree::kNowReady: {
+      LockGuard guard(owner->lock);
+      // Other frees may have retired the slab since our push; move it only
+      // if it is still one of the owner's detached slabs.
+      Segment* seg = segment_of(s);
+      if (map_kind(uintptr_t(seg)) == kMapSegment && seg->heap == owner &&
+          s->kind == SliceKind::kSlab && s->list == SlabList::kDetached) {
+        list_remove(owner, s);
+        list_push(owner, s, SlabList::kReady);
+      }
+      return;
+    }
+  }
+}
+
+Heap* heap_new() {
+  Heap* h = nullptr;
+  {
+    LockGuard guard(g_pool_lock);
+    if (g_spare) {
+      h = g_spare;
+      g_spare = h->pool_next;
+    }
+  }
+  if (h) {
+    Heap* registry_next = h->registry_next.load(std::memory_order_relaxed);
+    h->~Heap();
+    new (h) Heap(&g_empty_slab);
+    h->registry_next.store(registry_next, std::memory_order_relaxed);
+  } else {
+    void* mem = meta_alloc(sizeof(Heap));
+    if (!mem) return nullptr;
+    h = new (mem) Heap(&g_empty_slab);
+    Heap* head = g_registry.load(std::memory_order_relaxed);
+    do {
+      h->registry_next.store(head, std::memory_order_relaxed);
+    } while (!g_registry.compare_exchange_weak(head, h, std::memory_order_release,
+                                               std::memory_order_relaxed));
+  }
+  h->key_state = os::random_seed() ^ uintptr_t(h);
+  h->state.store(HeapState::kLive, std::memory_order_relaxed);
+  return h;
+}
+
+// The owner thread leaves: every attached slab becomes detached (its free
+// blocks pre-counted), so later frees return memory without an owner.
+void heap_abandon(Heap* h) {
+  uint64_t now = os::now_ms();
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    while (Slab* s = h->queues[c].head) {
+      queue_remove(h, s);
+      for (;;) {
+        slab_collect(s);
+        if (s->used == 0) {
+          LockGuard guard(h->lock);
+          segment_return_slices(h, s, now);
+          break;
+        }
+        uint32_t free_count = s->capacity - s->used;
+        uint64_t expected = kAttached;
+        LockGuard guard(h->lock);
+        if (!s->remote.compare_exchange_strong(expected, remote_pack(s->free, free_count, kDetached),
+                                               std::memory_order_acq_rel)) {
+          continue;  // a free raced in: collect it too
+        }
+        s->free = nullptr;
+        list_push(h, s, free_count >= slab_ready_threshold(s) ? SlabList::kReady : SlabList::kDetached);
+        break;
+      }
+    }
+  }
+  h->state.store(HeapState::kAbandoned, std::memory_order_release);
+  LockGuard guard(g_pool_lock);
+  h->pool_next = g_abandoned;
+  g_abandoned = h;
+}
+
+void thread_exit(void* value) {
+  auto* h = static_cast<Heap*>(value);
+  if (!h || h == &g_empty_heap) return;
+  heap_abandon(h);
+  heap_set_current(&g_empty_heap);
+  purge_notify();
+}
+
+std::atomic<int> g_process_state{0};  // 0 none, 1 initialising, 2 ready
+
+}  // namespace
+
+void heap_lock_all() {
+  g_pool_lock.lock();
+  heap_for_each([](Heap* h) {
+    h->owner_lock.lock();
+    h->lock.lock();
+  });
+}
+
+void heap_unlock_all(bool in_child) {
+  heap_for_each([&](Heap* h) {
+    if (in_child) {
+      h->lock.reset();
+      h->owner_lock.reset();
+    } else {
+      h->lock.unlock();
+      h->owner_lock.unlock();
+    }
+  });
+  if (in_child) g_pool_lock.reset();
+  else g_pool_lock.unlock();
+}
+
+Heap* heap_registry_head() { return g_registry.load(std::memory_order_acquire); }
+
+void heap_process_init() {
+  int expected = 0;
+  if (!g_process_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    while (g_process_state.load(std::memory_order_acquire) != 2) os::yield();
+    return;
+  }
+  options_init();
+  os::thread_exit_register(thread_exit);
+  register_fork_handlers();
+  purge_init();
+  g_process_state.store(2, std::memory_order_release);
+}
+
+Heap* heap_thread_init() {
+  if (g_process_state.load(std::memory_order_acquire) != 2) heap_process_init();
+  Heap* h = nullptr;
+  {
+    LockGuard guard(g_pool_lock);
+    if (g_abandoned) {
+      h = g_abandoned;
+      g_abandoned = h->pool_next;
+    }
+  }
+  if (h) {
+    h->state.store(HeapState::kLive, std::memory_order_relaxed);
+  } else {
+    h = heap_new();
+    if (!h) return nullptr;
+  }
+  // Set before arming the exit hook: arming may allocate and must find the heap.
+  heap_set_current(h);
+  os::thread_exit_arm(h);
+  return h;
+}
+
+void* heap_alloc(Heap* h, size_t size) {
+  if (size <= kMediumMax) return alloc_class(h, size_class_of(size));
+  if (size <= kLargeMax) return alloc_large(h, size, kMinAlign);
+  if (size > kMaxRequest) return nullptr;
+  return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, kMinAlign);
+}
+
+void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
+  if (alignment <= kMinAlign) return heap_alloc(h, size);
+  if (size > kMaxRequest || alignment > kMaxRequest) return nullptr;
+  unsigned c = aligned_class(size, alignment);
+  if (c < kClassCount) return alloc_class(h, c);
+  if (size <= kLargeMax) return alloc_large(h, size, alignment);
+  return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
+}
+
+void* heap_malloc_slow(size_t size) {
+  Heap* h = heap_current();
+  if (h == &g_empty_heap) {
+    h = heap_thread_init();
+    if (!h) return nullptr;
+  }
+  return heap_alloc(h, size);
+}
+
+void heap_slab_empty(Heap* h, Slab* s) {
+  SlabQueue& q = h->queues[s->size_class];
+  if (q.head == s && q.tail == s) return;  // keep one slab per class: no thrash at a boundary
+  queue_remove(h, s);
+  {
+    LockGuard guard(h->lock);
+    segment_return_slices(h, s, os::now_ms());
+  }
+  purge_notify();
+}
+
+void heap_free_slow(void* p) {
+  uintptr_t u = uintptr_t(p);
+  unsigned kind = map_kind(u);
+  if (kind == kMapHuge || kind == kMapHugeTail) return huge_free(u);
+  if (kind != kMapSegment) {
+    if (p) report_error(ErrorKind::kInvalidFree, p, 0);
+    return;
+  }
+  Slab* s = slab_head(slab_at(segment_of(u), u));
+  if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) {
+    report_error(ErrorKind::kInvalidFree, p, 0);
+    return;
+  }
+  uint64_t off = u - uintptr_t(s->start);
+  if (off >= s->carved) {
+    report_error(ErrorKind::kInvalidFree, p, s->block_size);
+    return;
+  }
+  uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
+  if (block_off != off && !(s->flags & kSlabHasAligned)) {
+    report_error(ErrorKind::kInteriorFree, p, s->block_size);
+    return;
+  }
+  auto* b = reinterpret_cast<Block*>(s->start + block_off);
+  if (b->tag == block_tag(s, b)) {
+    report_error(ErrorKind::kDoubleFree, p, s->block_size);
+    return;
+  }
+  Heap* h = heap_current();
+  if (s->heap == h && s->kind == SliceKind::kSlab) return free_local(h, s, b);
+  free_remote(s, b);
+}
+
+size_t heap_usable_size(const void* p) {
+  uintptr_t u = uintptr_t(p);
+  unsigned kind = map_kind(u);
+  if (kind == kMapHuge || kind == kMapHugeTail) return huge_usable_size(u);
+  if (kind != kMapSegment) return 0;
+  Slab* s = slab_head(slab_at(segment_of(u), u));
+  if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) return 0;
+  uint64_t off = u - uintptr_t(s->start);
+  if (off >= s->carved) return 0;
+  uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
+  if (block_off != off && !(s->flags & kSlabHasAligned)) return 0;
+  return s->block_size - (off - block_off);
+}
+
+Heap* heap_of_block(const void* p) {
+  uintptr_t u = uintptr_t(p);
+  unsigned kind = map_kind(u);
+  if (kind == kMapHuge || kind == kMapHugeTail) return huge_owner(u);
+  if (kind != kMapSegment) return nullptr;
+  Slab* s = slab_head(slab_at(segment_of(u), u));
+  if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) return nullptr;
+  return s->heap;
+}
+
+// ---- first-class heaps ----
+
+Heap* heap_create(size_t initial_reserve, size_t max_bytes) {
+  if (g_process_state.load(std::memory_order_acquire) != 2) heap_process_init();
+  Heap* h = heap_new();
+  if (!h) return nullptr;
+  h->kind = HeapKind::kFirstClass;
+  h->max_bytes = max_bytes;
+  if (initial_reserve) {
+    bool ok;
+    {
+      LockGuard guard(h->lock);
+      ok = segment_reserve_ahead(h, initial_reserve);
+      if (!ok) segment_release_all(h);
+    }
+    if (!ok) {
+      h->state.store(HeapState::kDestroyed, std::memory_order_relaxed);
+      LockGuard pool(g_pool_lock);
+      h->pool_next = g_spare;
+      g_spare = h;
+      return nullptr;
+    }
+  }
+  return h;
+}
+
+namespace {
+void forget_slabs(Heap* h) {
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    h->queues[c] = {};
+    direct_update(h, c);
+  }
+  h->detached = h->ready = nullptr;
+  h->ready_count.store(0, std::memory_order_relaxed);
+}
+}  // namespace
+
+void heap_destroy(Heap* h) {
+  {
+    LockGuard owner(h->owner_lock);
+    LockGuard guard(h->lock);
+    forget_slabs(h);
+    huge_release_heap(h);
+    segment_release_all(h);
+    h->state.store(HeapState::kDestroyed, std::memory_order_release);
+  }
+  LockGuard pool(g_pool_lock);
+  h->pool_next = g_spare;
+  g_spare = h;
+}
+
+void heap_reset(Heap* h) {
+  LockGuard owner(h->owner_lock);
+  LockGuard guard(h->lock);
+  forget_slabs(h);
+  huge_release_heap(h);
+  segment_reset_all(h, os::now_ms());
+  purge_notify();
+}
+
+// ---- memory return ----
+
+bool heap_purge_all(bool force) {
+  uint64_t now = os::now_ms();
+  bool pending = huge_purge(now, force);
+  heap_for_each([&](Heap* h) {
+    if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;
+    if (force) {
+      h->lock.lock();
+    } else if (!h->lock.try_lock()) {
+      pending = true;
+      return;
+    }
+    pending |= segment_purge(h, now, force);
+    h->lock.unlock();
+  });
+  return pending;
+}
+
+void heap_collect_current() {
+  Heap* h = heap_current();
+  if (h == &g_empty_heap) return;
+  uint64_t now = os::now_ms();
+  reattach_ready(h);
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    for (Slab *s = h->queues[c].head, *next; s; s = next) {
+      next = s->next;
+      slab_collect(s);
+      if (s->used == 0) {
+        queue_remove(h, s);
+        LockGuard guard(h->lock);
+        segment_return_slices(h, s, now);
+      }
+    }
+  }
+}
+
+}  // namespace granule

@@ -1,0 +1,81 @@
+// Heaps: one per thread (found through thread-local storage), plus
+// first-class heaps a program creates and destroys whole. A heap owns
+// segments; its owner allocates from the heads of its class queues.
+#pragma once
+
+#include <cstddef>
+
+#include "slab.h"
+#include "types.h"
+
+namespace granule {
+
+extern constinit Slab g_empty_slab;
+extern constinit Heap g_empty_heap;
+
+#if defined(_WIN32)
+}  // namespace granule
+#include "os/tls_windows.h"
+namespace granule {
+inline Heap* heap_current() {
+  void* h = os::tls_get_heap();
+  return h ? static_cast<Heap*>(h) : &g_empty_heap;
+}
+inline void heap_set_current(Heap* h) { os::tls_set_heap(h); }
+#else
+// One initial-exec TLS word: cheap to read, and small enough that dlopen of
+// libgranule.so never runs out of static TLS.
+extern constinit thread_local Heap* tl_heap __attribute__((tls_model("initial-exec")));
+inline Heap* heap_current() { return tl_heap; }
+inline void heap_set_current(Heap* h) { tl_heap = h; }
+#endif
+
+// --- allocation, by the owner of h (a thread heap's thread, or the holder
+// of a first-class heap's owner_lock) ---
+void* heap_alloc(Heap* h, size_t size);
+void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size);
+// The malloc fast path missed: initialise the thread heap if needed, then
+// allocate. nullptr when memory is exhausted (errno is left to the caller).
+void* heap_malloc_slow(size_t size);
+
+// --- free of anything the fast path did not take ---
+void heap_free_slow(void* p);
+// Owner's local free made the slab empty.
+void heap_slab_empty(Heap* h, Slab* s);
+
+// Usable bytes at p, 0 if p is not a live block we can vouch for.
+size_t heap_usable_size(const void* p);
+// The heap that owns block p (nullptr for huge blocks of thread heaps / foreign).
+Heap* heap_of_block(const void* p);
+
+// --- process and thread life ---
+Heap* heap_thread_init();
+void heap_process_init();
+
+// --- first-class heaps ---
+Heap* heap_create(size_t initial_reserve, size_t max_bytes);
+void heap_destroy(Heap* h);
+void heap_reset(Heap* h);
+
+// --- memory return ---
+// Purge what is due in every heap (force: everything free now). Returns true
+// when something is still waiting for its delay.
+bool heap_purge_all(bool force);
+// The calling thread hands back everything it can now.
+void heap_collect_current();
+
+// fork(): take every heap lock before, release after (reset in the child).
+void heap_lock_all();
+void heap_unlock_all(bool in_child);
+
+// Visit every heap ever created (including pooled ones).
+template <class Fn>
+void heap_for_each(Fn fn);
+Heap* heap_registry_head();
+
+template <class Fn>
+void heap_for_each(Fn fn) {
+  for (Heap* h = heap_registry_head(); h; h = h->registry_next.load(std::memory_order_acquire)) fn(h);
+}
+
+}  // namespace granule

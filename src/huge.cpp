@@ -1,0 +1,233 @@
+#include "huge.h"
+
+#include <cstring>
+
+#include "options.h"
+#include "os/os.h"
+#include "purge.h"
+#include "report.h"
+#include "segment.h"
+#include "stats.h"
+#include "sync.h"
+
+namespace granule {
+
+// At the start of every huge mapping (its own page, so the block after it
+// is page-aligned).
+struct HugeHeader {
+  uint64_t cookie;     // kHugeLive / kHugeCached ^ address
+  size_t map_size;     // bytes reserved and committed
+  size_t offset;       // block start - mapping start
+  size_t alignment;    // of the mapping
+  Heap* owner;         // first-class heap, or nullptr
+  HugeHeader* next;    // owner's list, or the cache
+  HugeHeader* prev;
+  uint64_t freed_at;   // cached: when
+};
+
+namespace {
+
+constexpr uint64_t kHugeLive = 0x6875676542697421ull;
+constexpr uint64_t kHugeCached = 0x6875676543616368ull;
+constexpr unsigned kCacheSlots = 16;
+constexpr size_t kCacheBlockMax = size_t{32} << 20;  // bigger blocks go straight back
+
+SpinLock g_huge_lock;  // the cache and first-class heaps' lists
+HugeHeader* g_cache = nullptr;
+size_t g_cache_bytes = 0;
+unsigned g_cache_count = 0;
+
+inline size_t page_round(size_t n) {
+  size_t ps = os::info().page_size;
+  return (n + ps - 1) & ~(ps - 1);
+}
+
+void unlink(HugeHeader*& head, HugeHeader* hh) {
+  if (hh->prev) hh->prev->next = hh->next;
+  else head = hh->next;
+  if (hh->next) hh->next->prev = hh->prev;
+  hh->next = hh->prev = nullptr;
+}
+
+void push(HugeHeader*& head, HugeHeader* hh) {
+  hh->prev = nullptr;
+  hh->next = head;
+  if (head) head->prev = hh;
+  head = hh;
+}
+
+void unmap(HugeHeader* hh) {
+  size_t size = hh->map_size;
+  map_clear(uintptr_t(hh), size);
+  g_stats.reserved.sub(size);
+  g_stats.committed.sub(size);
+  os::release(hh, size);
+  bump(g_stats.os_releases);
+}
+
+// The mapping holding p, walking back over tail chunks (only blocks aligned
+// to more than a segment start past their first chunk).
+HugeHeader* header_of(uintptr_t p) {
+  uintptr_t chunk = p & ~kSegmentMask;
+  while (map_kind(chunk) == kMapHugeTail) chunk -= kSegmentSize;
+  if (map_kind(chunk) != kMapHuge) return nullptr;
+  return reinterpret_cast<HugeHeader*>(chunk);
+}
+
+HugeHeader* take_cached(size_t map_size, size_t alignment) {
+  LockGuard guard(g_huge_lock);
+  for (HugeHeader* hh = g_cache; hh; hh = hh->next) {
+    // Reuse only a close fit, so a small request doesn't pin a big mapping.
+    if (hh->map_size >= map_size && hh->map_size - map_size <= map_size / 4 &&
+        (uintptr_t(hh) & (alignment - 1)) == 0) {
+      unlink(g_cache, hh);
+      g_cache_bytes -= hh->map_size;
+      --g_cache_count;
+      return hh;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void huge_lock() { g_huge_lock.lock(); }
+void huge_unlock() { g_huge_lock.unlock(); }
+void huge_reset_lock() { g_huge_lock.reset(); }
+
+void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
+  size_t ps = os::info().page_size;
+  size_t offset = alignment > ps ? alignment : ps;
+  if (size > kMaxRequest || offset > kMaxRequest) return nullptr;
+  size_t map_size = page_round(offset + size);
+  size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
+  HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
+  if (hh && zero) std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->map_size - offset);
+  if (!hh) {
+    if (owner) {
+      LockGuard guard(owner->lock);
+      if (owner->max_bytes && owner->held_bytes + map_size > owner->max_bytes) return nullptr;
+      owner->held_bytes += map_size;
+    }
+    void* p = os::reserve(map_size, map_align);
+    if (p) bump(g_stats.os_reserves);
+    if (p && !os::commit(p, map_size)) {
+      os::release(p, map_size);
+      p = nullptr;
+    }
+    if (!p) {
+      if (owner) {
+        LockGuard guard(owner->lock);
+        owner->held_bytes -= map_size;
+      }
+      return nullptr;
+    }
+    bump(g_stats.os_commits);
+    if (option(GR_OPTION_LARGE_PAGES)) os::advise_huge(p, map_size);
+    g_stats.reserved.add(map_size);
+    g_stats.committed.add(map_size);
+    hh = static_cast<HugeHeader*>(p);
+    hh->map_size = map_size;
+    hh->alignment = map_align;
+    hh->next = hh->prev = nullptr;
+  }
+  hh->cookie = kHugeLive ^ uintptr_t(hh);
+  hh->offset = offset;
+  hh->owner = owner;
+  g_stats.huge_blocks.add(1);
+  g_stats.huge_bytes.add(hh->map_size - offset);
+  map_set(uintptr_t(hh), hh->map_size, kMapHuge, kMapHugeTail);
+  if (owner) {
+    LockGuard guard(owner->lock);
+    push(owner->huge, hh);
+  }
+  return reinterpret_cast<char*>(hh) + offset;
+}
+
+void huge_free(uintptr_t p) {
+  HugeHeader* hh = header_of(p);
+  if (!hh) return report_error(ErrorKind::kInvalidFree, reinterpret_cast<void*>(p), 0);
+  if (hh->cookie == (kHugeCached ^ uintptr_t(hh)) && p == uintptr_t(hh) + hh->offset) {
+    return report_error(ErrorKind::kDoubleFree, reinterpret_cast<void*>(p), 0);
+  }
+  if (hh->cookie != (kHugeLive ^ uintptr_t(hh))) {
+    return report_error(ErrorKind::kCorrupt, reinterpret_cast<void*>(p), 0);
+  }
+  if (p != uintptr_t(hh) + hh->offset) {
+    return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p), 0);
+  }
+  g_stats.huge_blocks.sub(1);
+  g_stats.huge_bytes.sub(hh->map_size - hh->offset);
+  if (Heap* owner = hh->owner) {
+    LockGuard guard(owner->lock);
+    unlink(owner->huge, hh);
+    owner->held_bytes -= hh->map_size;
+    unmap(hh);
+    return;
+  }
+  size_t limit = size_t(option(GR_OPTION_HUGE_CACHE)) << 20;
+  bool cached = false;
+  if (hh->map_size <= kCacheBlockMax && option(GR_OPTION_PURGE_DELAY) != 0) {
+    LockGuard guard(g_huge_lock);
+    if (g_cache_count < kCacheSlots && g_cache_bytes + hh->map_size <= limit) {
+      hh->cookie = kHugeCached ^ uintptr_t(hh);
+      hh->freed_at = os::now_ms();
+      push(g_cache, hh);
+      g_cache_bytes += hh->map_size;
+      ++g_cache_count;
+      cached = true;
+    }
+  }
+  if (cached) purge_notify();
+  else unmap(hh);
+}
+
+size_t huge_usable_size(uintptr_t p) {
+  HugeHeader* hh = header_of(p);
+  if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh))) return 0;
+  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->map_size;
+  if (p != start) return 0;
+  return end - p;
+}
+
+Heap* huge_owner(uintptr_t p) {
+  HugeHeader* hh = header_of(p);
+  return hh && hh->cookie == (kHugeLive ^ uintptr_t(hh)) ? hh->owner : nullptr;
+}
+
+void huge_release_heap(Heap* h) {
+  while (HugeHeader* hh = h->huge) {
+    unlink(h->huge, hh);
+    h->held_bytes -= hh->map_size;
+    g_stats.huge_blocks.sub(1);
+    g_stats.huge_bytes.sub(hh->map_size - hh->offset);
+    unmap(hh);
+  }
+}
+
+bool huge_purge(uint64_t now, bool force) {
+  long delay = option(GR_OPTION_PURGE_DELAY);
+  HugeHeader* victims = nullptr;
+  bool pending = false;
+  {
+    LockGuard guard(g_huge_lock);
+    for (HugeHeader *hh = g_cache, *next; hh; hh = next) {
+      next = hh->next;
+      if (force || (delay >= 0 && now - hh->freed_at >= uint64_t(delay))) {
+        unlink(g_cache, hh);
+        g_cache_bytes -= hh->map_size;
+        --g_cache_count;
+        push(victims, hh);
+      } else {
+        pending = true;
+      }
+    }
+  }
+  while (HugeHeader* hh = victims) {
+    unlink(victims, hh);
+    unmap(hh);
+  }
+  return pending;
+}
+
+}  // namespace granule

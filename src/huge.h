@@ -1,0 +1,29 @@
+// Huge blocks: larger than kLargeMax, each in its own mapping aligned to the
+// segment size (so the segment map finds it), with a header page in front.
+// Freed mappings are cached for the purge delay, so programs that allocate
+// and free the same big buffers don't map and unmap every time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "types.h"
+
+namespace granule {
+
+// owner: a first-class heap, or nullptr for blocks of thread heaps.
+// zero: the block must read as zeros (fresh mappings already do).
+void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero = false);
+// p is in a kMapHuge/kMapHugeTail chunk.
+void huge_free(uintptr_t p);
+size_t huge_usable_size(uintptr_t p);
+Heap* huge_owner(uintptr_t p);
+// Unmap every huge block of a first-class heap (destroy/reset); under h->lock.
+void huge_release_heap(Heap* h);
+// Release cached mappings past the delay (all when force); true if some wait.
+bool huge_purge(uint64_t now, bool force);
+void huge_lock();
+void huge_unlock();
+void huge_reset_lock();
+
+}  // namespace granule

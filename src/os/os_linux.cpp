@@ -1,0 +1,225 @@
+// Linux: mmap / madvise / munmap. Reserved memory is mapped read-write with
+// MAP_NORESERVE, so "commit" is bookkeeping and a page becomes resident when
+// first touched; decommit is MADV_DONTNEED so RSS drops at once (MADV_FREE
+// would leave it high in every monitoring tool).
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "os/os.h"
+
+extern char** environ;
+
+namespace granule::os {
+namespace {
+
+Info g_info = {4096, 4096};
+std::atomic<bool> g_info_ready{false};
+std::atomic<long> g_fail_countdown{0};
+
+// True when the test hook says this reserve/commit must fail.
+bool injected_failure() {
+  long n = g_fail_countdown.load(std::memory_order_relaxed);
+  if (n <= 0) return false;
+  if (g_fail_countdown.fetch_sub(1, std::memory_order_relaxed) == 1) {
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+const Info& info() {
+  if (!g_info_ready.load(std::memory_order_acquire)) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) g_info.page_size = size_t(ps);
+    g_info.granularity = g_info.page_size;
+    g_info_ready.store(true, std::memory_order_release);
+  }
+  return g_info;
+}
+
+void fail_after(long n) { g_fail_countdown.store(n, std::memory_order_relaxed); }
+
+void* reserve(size_t size, size_t alignment) {
+  if (injected_failure()) return nullptr;
+  const int prot = PROT_READ | PROT_WRITE;
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  // Try the exact size first: the kernel often hands out aligned addresses
+  // when we keep asking next to our previous mappings.
+  void* p = mmap(nullptr, size, prot, flags, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  if ((uintptr_t(p) & (alignment - 1)) == 0) return p;
+  munmap(p, size);
+  // Over-reserve and trim both ends; trimming creates no extra mappings.
+  size_t over = size + alignment;
+  if (over < size) return nullptr;
+  char* q = static_cast<char*>(mmap(nullptr, over, prot, flags, -1, 0));
+  if (q == MAP_FAILED) return nullptr;
+  uintptr_t aligned = (uintptr_t(q) + alignment - 1) & ~(uintptr_t(alignment) - 1);
+  size_t head = aligned - uintptr_t(q);
+  size_t tail = over - head - size;
+  if (head) munmap(q, head);
+  if (tail) munmap(reinterpret_cast<char*>(aligned) + size, tail);
+  return reinterpret_cast<void*>(aligned);
+}
+
+void release(void* p, size_t size) { munmap(p, size); }
+
+bool commit(void*, size_t) { return !injected_failure(); }
+
+void decommit(void* p, size_t size) { madvise(p, size, MADV_DONTNEED); }
+
+void protect_none(void* p, size_t size) { mprotect(p, size, PROT_NONE); }
+void protect_rw(void* p, size_t size) { mprotect(p, size, PROT_READ | PROT_WRITE); }
+
+void advise_huge(void* p, size_t size) {
+#ifdef MADV_HUGEPAGE
+  madvise(p, size, MADV_HUGEPAGE);
+#endif
+}
+
+uint64_t now_ms() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+void yield() { sched_yield(); }
+
+void sleep_ms(uint32_t ms) {
+  struct timespec ts = {time_t(ms / 1000), long(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+}
+
+void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms) {
+  struct timespec ts = {time_t(timeout_ms / 1000), long(timeout_ms % 1000) * 1000000L};
+  int saved = errno;
+  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, &ts, nullptr, 0);
+  errno = saved;
+}
+
+void wake(const uint32_t* word) {
+  int saved = errno;
+  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
+  errno = saved;
+}
+
+namespace {
+struct ThreadStart {
+  void (*fn)(void*);
+  void* arg;
+};
+void* thread_trampoline(void* raw) {
+  auto* start = static_cast<ThreadStart*>(raw);
+  start->fn(start->arg);
+  return nullptr;
+}
+}  // namespace
+
+bool start_thread(void (*fn)(void*), void* arg) {
+  // One helper thread per process lifetime at most, so a static block is
+  // enough and nothing is allocated through the allocator.
+  static ThreadStart start;
+  start = {fn, arg};
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);  // the new thread inherits "all blocked"
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t t;
+  int rc = pthread_create(&t, &attr, thread_trampoline, &start);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (rc == 0) {
+#if defined(__GLIBC__)
+    pthread_setname_np(t, "granule-purge");
+#endif
+  }
+  return rc == 0;
+}
+
+const char* getenv_raw(const char* name) {
+  char** env = environ;
+  if (!env) return nullptr;
+  size_t n = strlen(name);
+  for (; *env; ++env) {
+    if (strncmp(*env, name, n) == 0 && (*env)[n] == '=') return *env + n + 1;
+  }
+  return nullptr;
+}
+
+namespace {
+std::atomic<int> g_stderr_fd{2};
+}
+
+void keep_stderr() {
+  int saved = errno;
+  int fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+  if (fd >= 0) g_stderr_fd.store(fd, std::memory_order_relaxed);
+  errno = saved;
+}
+
+void write_stderr(const char* s, size_t n) {
+  int saved = errno;
+  int fd = g_stderr_fd.load(std::memory_order_relaxed);
+  while (n > 0) {
+    ssize_t w = write(fd, s, n);
+    if (w <= 0) {
+      if (w < 0 && errno == EINTR) continue;
+      break;
+    }
+    s += w;
+    n -= size_t(w);
+  }
+  errno = saved;
+}
+
+uint64_t random_seed() {
+  uint64_t v = 0;
+  int saved = errno;
+  if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    v = uint64_t(ts.tv_nsec) * 0x9E3779B97F4A7C15ull ^ uint64_t(getpid()) << 32 ^ uintptr_t(&v);
+  }
+  errno = saved;
+  return v | 1;
+}
+
+uint32_t process_id() { return uint32_t(getpid()); }
+
+namespace {
+pthread_key_t g_exit_key;
+std::atomic<bool> g_exit_key_ready{false};
+}  // namespace
+
+void thread_exit_register(void (*fn)(void*)) {
+  if (pthread_key_create(&g_exit_key, fn) == 0) {
+    g_exit_key_ready.store(true, std::memory_order_release);
+  }
+}
+
+void thread_exit_arm(void* value) {
+  if (g_exit_key_ready.load(std::memory_order_acquire)) pthread_setspecific(g_exit_key, value);
+}
+
+void atfork_register(void (*prepare)(), void (*parent)(), void (*child)()) {
+  pthread_atfork(prepare, parent, child);
+}
+
+}  // namespace granule::os

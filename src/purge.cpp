@@ -1,0 +1,65 @@
+#include "purge.h"
+
+#include <atomic>
+#include <cstdint>
+
+#include "heap.h"
+#include "options.h"
+#include "os/os.h"
+
+namespace granule {
+namespace {
+
+std::atomic<uint32_t> g_epoch{0};  // futex word: bumped by notify
+std::atomic<bool> g_pending{false};
+std::atomic<int> g_thread{0};      // 0: none, 1: starting/running, 2: could not start
+std::atomic<bool> g_allowed{false};
+
+uint32_t interval_ms() {
+  long delay = option(GR_OPTION_PURGE_DELAY);
+  if (delay <= 0) return 1000;
+  long half = delay / 2;
+  return uint32_t(half < 10 ? 10 : half > 1000 ? 1000 : half);
+}
+
+void purge_thread(void*) {
+  for (;;) {
+    uint32_t epoch = g_epoch.load(std::memory_order_acquire);
+    if (!g_pending.load(std::memory_order_acquire) || option(GR_OPTION_PURGE_DELAY) < 0) {
+      // Idle: nothing to return, so no periodic wake-ups.
+      os::wait_on(reinterpret_cast<const uint32_t*>(&g_epoch), epoch, 60 * 1000);
+      continue;
+    }
+    os::sleep_ms(interval_ms());
+    g_pending.store(false, std::memory_order_release);
+    if (heap_purge_all(false)) g_pending.store(true, std::memory_order_release);
+  }
+}
+
+}  // namespace
+
+void purge_init() {}
+
+void purge_allow_thread() { g_allowed.store(true, std::memory_order_release); }
+
+void purge_after_fork_child() {
+  g_thread.store(0, std::memory_order_relaxed);
+  g_pending.store(true, std::memory_order_relaxed);
+}
+
+void purge_notify() {
+  if (!g_pending.load(std::memory_order_relaxed) &&
+      !g_pending.exchange(true, std::memory_order_acq_rel)) {
+    g_epoch.fetch_add(1, std::memory_order_release);
+    os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
+  }
+  if (g_thread.load(std::memory_order_relaxed) == 0 && g_allowed.load(std::memory_order_acquire) &&
+      option(GR_OPTION_PURGE_THREAD) && option(GR_OPTION_PURGE_DELAY) > 0) {
+    int expected = 0;
+    if (g_thread.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+      if (!os::start_thread(purge_thread, nullptr)) g_thread.store(2, std::memory_order_relaxed);
+    }
+  }
+}
+
+}  // namespace granule

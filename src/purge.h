@@ -1,0 +1,16 @@
+// Returning memory while the program is idle: a background thread, started
+// the first time something becomes purgeable, wakes every half purge delay
+// while work is pending and sleeps otherwise.
+#pragma once
+
+namespace granule {
+
+void purge_init();
+// Something became purgeable (slices, a segment, a cached huge block).
+void purge_notify();
+// After the library's constructor ran: starting a thread is now safe.
+void purge_allow_thread();
+// In a fork child: the thread did not survive the fork.
+void purge_after_fork_child();
+
+}  // namespace granule

@@ -1,0 +1,21 @@
+// Messages on stderr that never allocate: a small printf subset
+// (%s %d %u %ld %lu %zu %llu %p %x %lx %c %%) into a stack buffer.
+#pragma once
+
+#include <cstdarg>
+#include <cstddef>
+
+namespace granule {
+
+size_t format(char* buf, size_t size, const char* fmt, va_list ap);
+size_t format(char* buf, size_t size, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+void report_warning(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void report_verbose(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+enum class ErrorKind { kInvalidFree, kDoubleFree, kInteriorFree, kOverflow, kUseAfterFree, kCorrupt };
+// A heap error found in a free-like call: reported (once per address) when
+// SHOW_ERRORS is on; the hardened build reports always and aborts.
+void report_error(ErrorKind kind, const void* p, size_t size_class_bytes);
+const char* error_name(ErrorKind kind);
+
+}  // namespace granule

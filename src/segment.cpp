@@ -1,0 +1,250 @@
+#include "segment.h"
+
+#include <cstring>
+
+#include "options.h"
+#include "os/os.h"
+#include "report.h"
+#include "stats.h"
+
+namespace granule {
+
+constinit std::atomic<uint8_t> g_segment_map[kMapEntries];
+
+void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest) {
+  uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
+  if (end > kMapEntries) end = kMapEntries;
+  // Release: a thread that sees the entry also sees the initialised header.
+  for (uintptr_t j = i + 1; j < end; ++j) g_segment_map[j].store(rest, std::memory_order_release);
+  if (i < kMapEntries) g_segment_map[i].store(first, std::memory_order_release);
+}
+
+void map_clear(uintptr_t start, size_t size) {
+  uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
+  if (end > kMapEntries) end = kMapEntries;
+  for (; i < end; ++i) g_segment_map[i].store(kMapNone, std::memory_order_release);
+}
+
+namespace {
+
+constexpr uint64_t kAllSlices = ~uint64_t{0};
+
+inline uint64_t run_bits(unsigned first, unsigned count) {
+  return (count == 64 ? kAllSlices : ((uint64_t{1} << count) - 1)) << first;
+}
+
+// Commit or decommit every maximal run of slices set in `bits`.
+template <class Fn>
+void for_each_run(uint64_t bits, Fn fn) {
+  while (bits) {
+    unsigned first = unsigned(__builtin_ctzll(bits));
+    uint64_t shifted = bits >> first;
+    unsigned count = shifted == kAllSlices ? 64 : unsigned(__builtin_ctzll(~shifted));
+    fn(first, count);
+    bits &= ~run_bits(first, count);
+  }
+}
+
+bool commit_slices(Segment* seg, uint64_t bits) {
+  bool ok = true;
+  for_each_run(bits, [&](unsigned first, unsigned count) {
+    if (!ok) return;
+    size_t bytes = slices_bytes(first, count);
+    if (!os::commit(slice_start(seg, first), bytes)) {
+      ok = false;
+      return;
+    }
+    bump(g_stats.os_commits);
+    g_stats.committed.add(bytes);
+    seg->committed_mask |= run_bits(first, count);
+  });
+  return ok;
+}
+
+void decommit_slices(Segment* seg, uint64_t bits) {
+  for_each_run(bits, [&](unsigned first, unsigned count) {
+    size_t bytes = slices_bytes(first, count);
+    os::decommit(slice_start(seg, first), bytes);
+    bump(g_stats.os_decommits);
+    bump(g_stats.purges);
+    g_stats.committed.sub(bytes);
+    seg->committed_mask &= ~run_bits(first, count);
+  });
+}
+
+Segment* segment_create(Heap* h) {
+  void* p = os::reserve(kSegmentSize, kSegmentSize);
+  if (!p) return nullptr;
+  bump(g_stats.os_reserves);
+  if (!os::commit(p, kSegmentHeaderSize)) {
+    os::release(p, kSegmentSize);
+    bump(g_stats.os_releases);
+    return nullptr;
+  }
+  bump(g_stats.os_commits);
+  auto* seg = static_cast<Segment*>(p);
+  // Fresh memory is zero: every descriptor already reads as a free slice.
+  seg->cookie = kSegmentCookie ^ uintptr_t(seg);
+  seg->heap = h;
+  seg->free_mask = kAllSlices;
+  seg->committed_mask = 0;
+  seg->purge_mask = 0;
+  seg->empty_since = 0;
+  if constexpr (kSecure) {
+    os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
+                     os::info().page_size);
+  }
+  seg->prev = nullptr;
+  seg->next = h->segments;
+  if (h->segments) h->segments->prev = seg;
+  h->segments = seg;
+  g_stats.reserved.add(kSegmentSize);
+  g_stats.committed.add(kSegmentHeaderSize);
+  g_stats.segments.add(1);
+  map_set(uintptr_t(seg), kSegmentSize, kMapSegment, kMapSegment);
+  return seg;
+}
+
+void segment_destroy(Heap* h, Segment* seg) {
+  if (seg->prev) seg->prev->next = seg->next;
+  else h->segments = seg->next;
+  if (seg->next) seg->next->prev = seg->prev;
+  map_clear(uintptr_t(seg), kSegmentSize);
+  size_t committed = kSegmentHeaderSize;
+  for_each_run(seg->committed_mask,
+               [&](unsigned first, unsigned count) { committed += slices_bytes(first, count); });
+  g_stats.committed.sub(committed);
+  g_stats.reserved.sub(kSegmentSize);
+  g_stats.segments.sub(1);
+  os::release(seg, kSegmentSize);
+  bump(g_stats.os_releases);
+}
+
+// Lowest start of `count` consecutive set bits in `free`, or -1.
+int find_run(uint64_t free, unsigned count) {
+  uint64_t m = free;
+  for (unsigned i = 1; i < count && m; ++i) m &= free >> i;
+  // A run must not wrap past slice 63.
+  if (count > 1) m &= kAllSlices >> (count - 1);
+  return m ? __builtin_ctzll(m) : -1;
+}
+
+}  // namespace
+
+Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
+  Segment* found = nullptr;
+  int first = -1;
+  // Prefer slices that are still committed (no page faults, no OS call),
+  // then any free run; segments are few per heap.
+  for (int pass = 0; pass < 2 && first < 0; ++pass) {
+    for (Segment* seg = h->segments; seg; seg = seg->next) {
+      uint64_t free = seg->free_mask;
+      if (avoid_slice0) free &= ~uint64_t{1};
+      if (pass == 0) free &= seg->committed_mask;
+      int f = find_run(free, count);
+      if (f >= 0) {
+        found = seg, first = f;
+        break;
+      }
+    }
+  }
+  if (first < 0) {
+    found = segment_create(h);
+    if (!found) return nullptr;
+    first = avoid_slice0 ? 1 : 0;
+  }
+  uint64_t bits = run_bits(unsigned(first), count);
+  if (!commit_slices(found, bits & ~found->committed_mask)) return nullptr;
+  found->free_mask &= ~bits;
+  found->purge_mask &= ~bits;
+  found->empty_since = 0;
+  Slab* head = &found->slabs[first];
+  for (unsigned i = 1; i < count; ++i) {
+    Slab* t = head + i;
+    t->kind = SliceKind::kTail;
+    t->head_offset = uint16_t(i);
+    t->fast_owner = nullptr;
+  }
+  head->kind = SliceKind::kSlab;
+  head->slice_count = uint16_t(count);
+  head->head_offset = 0;
+  h->held_bytes += size_t(count) << kSliceShift;
+  return head;
+}
+
+void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
+  Segment* seg = segment_of(head);
+  unsigned first = slice_index(head), count = head->slice_count;
+  for (unsigned i = 0; i < count; ++i) {
+    Slab* s = head + i;
+    s->kind = SliceKind::kFree;
+    s->fast_owner = nullptr;
+    s->free = nullptr;
+    s->list = SlabList::kNone;
+    s->free_since = now;
+  }
+  h->held_bytes -= size_t(count) << kSliceShift;
+  uint64_t bits = run_bits(first, count);
+  seg->free_mask |= bits;
+  seg->purge_mask |= bits & seg->committed_mask;
+  if (seg->free_mask == kAllSlices) seg->empty_since = now;
+  if (option(GR_OPTION_PURGE_DELAY) == 0) segment_purge(h, now, true);
+}
+
+bool segment_purge(Heap* h, uint64_t now, bool force) {
+  long delay = option(GR_OPTION_PURGE_DELAY);
+  if (delay < 0 && !force) return false;
+  uint64_t cutoff = force ? ~uint64_t{0} : now - uint64_t(delay);
+  bool pending = false;
+  for (Segment* seg = h->segments, *next; seg; seg = next) {
+    next = seg->next;
+    if (seg->free_mask == kAllSlices && seg->empty_since != 0) {
+      if (force || seg->empty_since <= cutoff) {
+        segment_destroy(h, seg);
+        continue;
+      }
+      pending = true;
+    }
+    uint64_t due = 0;
+    for (uint64_t m = seg->purge_mask; m; m &= m - 1) {
+      unsigned i = unsigned(__builtin_ctzll(m));
+      if (force || seg->slabs[i].free_since <= cutoff) due |= uint64_t{1} << i;
+    }
+    if (due) {
+      decommit_slices(seg, due);
+      seg->purge_mask &= ~due;
+    }
+    if (seg->purge_mask) pending = true;
+  }
+  return pending;
+}
+
+void segment_release_all(Heap* h) {
+  while (h->segments) segment_destroy(h, h->segments);
+  h->held_bytes = 0;
+}
+
+void segment_reset_all(Heap* h, uint64_t now) {
+  for (Segment* seg = h->segments; seg; seg = seg->next) {
+    for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
+      Slab* s = &seg->slabs[i];
+      std::memset(static_cast<void*>(s), 0, sizeof(Slab));
+      s->free_since = now;
+    }
+    seg->free_mask = kAllSlices;
+    seg->purge_mask = seg->committed_mask;
+    seg->empty_since = now;
+  }
+  h->held_bytes = 0;
+}
+
+bool segment_reserve_ahead(Heap* h, size_t bytes) {
+  for (size_t have = 0; have < bytes; have += kSegmentSize) {
+    Segment* seg = segment_create(h);
+    if (!seg) return false;
+    seg->empty_since = 0;  // reserved on purpose: not released while empty
+  }
+  return true;
+}
+
+}  // namespace granule

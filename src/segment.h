@@ -1,0 +1,56 @@
+// Segments: kSegmentSize reservations aligned to their size, carved into
+// 64 KiB slices, committed only as slices are used. A process-wide byte map
+// says which segment-sized chunks of the address space are ours, so any
+// pointer value can be tested in O(1) without locks.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "types.h"
+
+namespace granule {
+
+inline constexpr size_t kMapEntries = size_t{1} << (kAddressBits - kSegmentShift);
+enum MapKind : uint8_t {
+  kMapNone = 0,
+  kMapSegment,   // a segment of slabs and spans
+  kMapHuge,      // first chunk of a huge block's mapping
+  kMapHugeTail,  // further chunks of a huge mapping
+};
+extern std::atomic<uint8_t> g_segment_map[kMapEntries];
+
+// Never faults, whatever p is.
+inline unsigned map_kind(uintptr_t p) {
+  uintptr_t i = p >> kSegmentShift;
+  return i < kMapEntries ? unsigned(g_segment_map[i].load(std::memory_order_relaxed)) : unsigned(kMapNone);
+}
+void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest);
+void map_clear(uintptr_t start, size_t size);
+
+// All of these run under heap->lock.
+// A run of `count` free slices of h's segments (a new segment if needed),
+// committed; the head descriptor is returned with kind kSlab and its tail
+// descriptors linked. nullptr when the OS refuses memory.
+Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0);
+// Give a slab's slices back to its segment; they are decommitted after the
+// purge delay, and an empty segment released.
+void segment_return_slices(Heap* h, Slab* head, uint64_t now);
+// Decommit what has waited past the delay (everything free when force);
+// release empty segments. Returns true when something is still waiting.
+bool segment_purge(Heap* h, uint64_t now, bool force);
+// Release every segment of h (heap destroy); no slab may be live after.
+void segment_release_all(Heap* h);
+// Make every slice of every segment of h free again, keeping the segments.
+void segment_reset_all(Heap* h, uint64_t now);
+// Reserve segments up front for a first-class heap (bytes rounded up).
+bool segment_reserve_ahead(Heap* h, size_t bytes);
+
+// Bytes of a slice range, as committed by the OS layer.
+inline size_t slices_bytes(unsigned first, unsigned count) {
+  size_t end = size_t(first + count) << kSliceShift;
+  size_t begin = first == 0 ? kSegmentHeaderSize : size_t(first) << kSliceShift;
+  return end - begin;
+}
+
+}  // namespace granule

@@ -1,0 +1,102 @@
+#include "slab.h"
+
+#include "size_classes.h"
+
+namespace granule {
+namespace {
+
+void init_common(Slab* s, Heap* h, uint32_t block_size, uintptr_t key) {
+  Segment* seg = segment_of(s);
+  unsigned first = slice_index(s);
+  s->start = slice_start(seg, first);
+  size_t bytes = slices_bytes(first, s->slice_count);
+  s->block_size = block_size;
+  s->reserved = uint32_t(bytes / block_size);
+  s->capacity = 0;
+  s->carved = 0;
+  s->used = 0;
+  s->free = nullptr;
+  s->div_magic = ~uint64_t{0} / block_size + 1;
+  s->key = key;
+  s->heap = h;
+  s->flags = 0;
+  s->next = s->prev = nullptr;
+  s->list = SlabList::kNone;
+  s->remote.store(kAttached, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+void slab_init(Slab* s, Heap* h, unsigned c, uintptr_t key) {
+  init_common(s, h, uint32_t(class_block_size(c)), key);
+  s->size_class = uint8_t(c);
+  s->kind = SliceKind::kSlab;
+}
+
+void slab_init_large(Slab* s, Heap* h, uintptr_t key) {
+  size_t bytes = slices_bytes(slice_index(s), s->slice_count);
+  init_common(s, h, uint32_t(bytes), key);
+  s->size_class = uint8_t(kClassCount);
+  s->kind = SliceKind::kLarge;
+  s->capacity = 1;
+  s->carved = s->block_size;
+}
+
+bool slab_extend(Slab* s) {
+  if (s->capacity >= s->reserved) return false;
+  // Carve about a page at a time: a fresh slab touches only what it uses.
+  uint32_t bs = s->block_size;
+  uint32_t n = bs >= 4096 ? 1 : 4096 / bs;
+  if (n > s->reserved - s->capacity) n = s->reserved - s->capacity;
+  char* first = s->start + s->carved;
+  Block* head = s->free;
+  for (uint32_t i = n; i-- > 0;) {
+    auto* b = reinterpret_cast<Block*>(first + size_t(i) * bs);
+    b->next = head;
+    b->tag = block_tag(s, b);
+    head = b;
+  }
+  s->free = head;
+  s->capacity += n;
+  s->carved += n * bs;
+  return true;
+}
+
+bool slab_collect(Slab* s) {
+  uint64_t w = s->remote.load(std::memory_order_relaxed);
+  if (!remote_ptr(w)) return false;
+  // Only the owner moves an attached slab out of kAttached, so the state
+  // bits stay; acquire pairs with the freers' release.
+  w = s->remote.exchange(kAttached, std::memory_order_acquire);
+  Block* list = remote_ptr(w);
+  uint32_t n = remote_count(w);
+  if (s->free) {
+    Block* tail = list;
+    while (tail->next) tail = tail->next;
+    tail->next = s->free;
+  }
+  s->free = list;
+  s->used -= n;
+  return true;
+}
+
+RemoteFree slab_free_remote(Slab* s, Block* b) {
+  uintptr_t tag = block_tag(s, b);
+  uint64_t w = s->remote.load(std::memory_order_relaxed);
+  uint64_t next;
+  uint32_t n;
+  do {
+    n = remote_count(w) + 1;
+    uint64_t state = remote_state(w);
+    b->next = remote_ptr(w);
+    b->tag = tag;
+    if (state == kDetached && n == s->capacity) next = kRetiring;
+    else next = remote_pack(b, n, state);
+  } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_release,
+                                            std::memory_order_relaxed));
+  if (remote_state(w) != kDetached) return RemoteFree::kPushed;
+  if (next == kRetiring) return RemoteFree::kNowEmpty;
+  return n == slab_ready_threshold(s) ? RemoteFree::kNowReady : RemoteFree::kPushed;
+}
+
+}  // namespace granule

@@ -1,0 +1,164 @@
+// The data layout shared by the segment, slab and heap layers: what a
+// segment header holds, what a slab descriptor holds, what a heap holds.
+// Operations live in segment.cpp, slab.cpp and heap.cpp.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "config.h"
+#include "size_classes.h"
+#include "sync.h"
+
+namespace granule {
+
+struct Heap;
+struct Segment;
+
+// A free block: the free-list link and a tag (key ^ address) that marks it
+// free, so a second free of the same block is caught before it corrupts the
+// list. Every block is at least 16 bytes, so both words fit.
+struct Block {
+  Block* next;
+  uintptr_t tag;
+};
+
+enum class SliceKind : uint8_t {
+  kFree = 0,  // not part of any slab (zero: a fresh segment needs no init)
+  kSlab,      // head slice of a small/medium slab
+  kLarge,     // head slice of a one-block large span
+  kTail,      // a further slice of a multi-slice slab or span
+};
+
+// Where a slab is linked; changes under the heap lock (kQueue: owner only).
+enum class SlabList : uint8_t { kNone, kQueue, kDetached, kReady };
+
+// Slab::remote packs the list of blocks freed by other threads with a count
+// and the slab's state, so one compare-and-swap moves all three at once:
+//   bits 0..1  state, bits 4..47 first block, bits 48..63 count
+enum RemoteState : uint64_t {
+  kAttached = 0,  // the owner allocates from it; others only push frees
+  kDetached = 1,  // full: the owner left it; frees are counted, the last one retires it
+  kRetiring = 2,  // every block is free; the freer that saw it is returning the slices
+};
+inline constexpr uint64_t kRemoteStateMask = 3;
+inline constexpr uint64_t kRemotePtrMask = ((uint64_t{1} << 48) - 1) & ~uint64_t{15};
+inline constexpr unsigned kRemoteCountShift = 48;
+
+enum SlabFlags : uint8_t {
+  kSlabHasAligned = 1,  // holds blocks handed out at an interior offset (aligned allocation)
+};
+
+// One descriptor per slice, in the segment header (never in user memory).
+// The head slice's descriptor describes the whole slab.
+struct alignas(128) Slab {
+  // --- line 1: the owner's fast paths ---
+  Block* free;        // owner-only allocation list
+  Heap* fast_owner;   // the owning thread heap while its frees may take the fast path
+  char* start;        // first block
+  uint32_t carved;    // bytes of blocks carved so far (capacity * block_size)
+  uint32_t used;      // blocks out of `free` (live, or freed remotely and not collected)
+  uint64_t div_magic; // ceil(2^64 / block_size): exact division and multiple tests
+  uintptr_t key;      // random; free blocks carry key ^ address
+  uint32_t block_size;
+  uint32_t capacity;  // blocks carved
+  uint32_t reserved;  // blocks that fit
+  uint8_t size_class;
+  SliceKind kind;
+  SlabList list;
+  uint8_t flags;
+  // --- line 2: shared with other threads ---
+  std::atomic<uint64_t> remote;
+  Heap* heap;          // owner; heaps are never unmapped, so this stays valid
+  Slab* next;          // in the owner queue or the heap's detached/ready list
+  Slab* prev;
+  uint16_t slice_count;  // head: slices in the slab
+  uint16_t head_offset;  // tail: slices back to the head
+  uint32_t pad_;
+  uint64_t free_since;  // kFree slices: when they became free (ms), for purging
+  uint64_t* secure_bits;  // hardened build: allocation bitmap (in the segment header)
+};
+static_assert(sizeof(Slab) == 128);
+
+inline uint64_t remote_pack(Block* b, uint64_t count, uint64_t state) {
+  return uint64_t(uintptr_t(b)) | (count << kRemoteCountShift) | state;
+}
+inline Block* remote_ptr(uint64_t w) { return reinterpret_cast<Block*>(w & kRemotePtrMask); }
+inline uint32_t remote_count(uint64_t w) { return uint32_t(w >> kRemoteCountShift); }
+inline uint64_t remote_state(uint64_t w) { return w & kRemoteStateMask; }
+
+struct Segment {
+  uint64_t cookie;          // kSegmentCookie ^ address
+  Heap* heap;               // owner (under heap->lock)
+  Segment* next;            // heap's segment list
+  Segment* prev;
+  uint64_t free_mask;       // slices not in any slab
+  uint64_t committed_mask;  // slices whose memory is committed
+  uint64_t purge_mask;      // free, committed slices waiting to be decommitted
+  uint64_t empty_since;     // when the last slab left (0: not empty)
+  alignas(128) Slab slabs[kSlicesPerSegment];
+};
+static_assert(sizeof(Segment) <= kSegmentHeaderSize - 4096, "the header must leave room for a guard page");
+
+inline constexpr uint64_t kSegmentCookie = 0x67726e6c5365674dull;
+
+inline Segment* segment_of(uintptr_t p) { return reinterpret_cast<Segment*>(p & ~kSegmentMask); }
+inline Slab* slab_at(Segment* seg, uintptr_t p) {
+  // Descriptor offset straight from the address bits: (slice index) * sizeof(Slab).
+  constexpr unsigned kShift = kSliceShift - 7;
+  static_assert(sizeof(Slab) == 128);
+  uintptr_t off = (p >> kShift) & (uintptr_t(kSlicesPerSegment - 1) << 7);
+  return reinterpret_cast<Slab*>(reinterpret_cast<char*>(seg) + offsetof(Segment, slabs) + off);
+}
+inline unsigned slice_index(const Slab* s) {
+  return unsigned((uintptr_t(s) & kSegmentMask) - offsetof(Segment, slabs)) / sizeof(Slab);
+}
+inline Segment* segment_of(const Slab* s) { return segment_of(uintptr_t(s)); }
+// First usable byte of slice i (slice 0 starts after the header).
+inline char* slice_start(Segment* seg, unsigned i) {
+  return reinterpret_cast<char*>(seg) + (i == 0 ? kSegmentHeaderSize : size_t(i) << kSliceShift);
+}
+
+struct SlabQueue {
+  Slab* head;
+  Slab* tail;
+};
+
+enum class HeapKind : uint8_t { kThread, kFirstClass };
+enum class HeapState : uint8_t { kLive, kAbandoned, kDestroyed };
+
+struct HugeHeader;
+
+struct Heap {
+  // --- the malloc fast path reads only this table ---
+  Slab* direct[kDirectCount] = {};     // slab to pop from for sizes up to kDirectMax (16-byte steps)
+  SlabQueue queues[kClassCount] = {};  // attached slabs of each class; head is current
+  uintptr_t key_state = 0;             // per-heap random stream for slab keys
+  // --- slow paths ---
+  SpinLock lock;                       // segments, slices, detached and ready lists
+  std::atomic<uint32_t> ready_count{0};
+  Slab* detached = nullptr;            // full slabs (under lock)
+  Slab* ready = nullptr;               // detached slabs with enough frees to reuse (under lock)
+  Segment* segments = nullptr;         // (under lock)
+  HeapKind kind = HeapKind::kThread;
+  std::atomic<HeapState> state{HeapState::kLive};
+  std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)
+  Heap* pool_next = nullptr;           // abandoned thread heaps / destroyed heaps, for reuse
+  // --- first-class heaps ---
+  SpinLock owner_lock;                 // serialises allocation: the holder acts as owner
+  size_t max_bytes = 0;                // 0: unbounded
+  size_t held_bytes = 0;               // slices in slabs + huge mappings (under lock)
+  HugeHeader* huge = nullptr;          // huge blocks of this heap (under lock)
+  // --- statistics, owner-written, read racily on demand ---
+  uint64_t blocks_handed = 0;          // blocks made available (carved or collected)
+
+  constexpr Heap() = default;
+  // The empty heap: every size points at a slab with no free block, so the
+  // fast path needs no "initialised?" test.
+  constexpr explicit Heap(Slab* empty) {
+    for (auto& d : direct) d = empty;
+  }
+};
+
+}  // namespace granule

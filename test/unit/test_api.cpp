@@ -1,0 +1,71 @@
+#include <catch2/catch.hpp>
+
+#include <thread>
+#include <vector>
+
+#include "config.h"
+#include "granule.h"
+#include "helpers.h"
+
+TEST_CASE("gr_version") { REQUIRE(gr_version() == (GRANULE_VERSION_MAJOR << 16 | GRANULE_VERSION_MINOR << 8 | GRANULE_VERSION_PATCH)); }
+
+TEST_CASE("segments are aligned to their size") {
+  for (size_t size : {size_t(16), size_t(3000), size_t(100000), size_t(1u << 20)}) {
+    void* p = gr_malloc(size);
+    uintptr_t seg = uintptr_t(p) & ~(granule::kSegmentSize - 1);
+    REQUIRE(gr_owns(reinterpret_cast<void*>(seg)));
+    REQUIRE(seg % granule::kSegmentSize == 0);
+    gr_free(p);
+  }
+}
+
+TEST_CASE("options: get, set, range checks") {
+  long old = gr_option_get(GR_OPTION_PURGE_DELAY);
+  REQUIRE(gr_option_set(GR_OPTION_PURGE_DELAY, 250));
+  REQUIRE(gr_option_get(GR_OPTION_PURGE_DELAY) == 250);
+  REQUIRE_FALSE(gr_option_set(GR_OPTION_PURGE_DELAY, -7));
+  REQUIRE_FALSE(gr_option_set(GR_OPTION_COUNT_, 1));
+  REQUIRE(std::string(gr_option_name(GR_OPTION_PURGE_DELAY)) == "PURGE_DELAY");
+  gr_option_set(GR_OPTION_PURGE_DELAY, old);
+}
+
+TEST_CASE("first-class heaps: allocate, free from any thread, destroy returns memory") {
+  gr_heap_t* heap = gr_heap_create(nullptr);
+  REQUIRE(heap != nullptr);
+  std::vector<void*> blocks;
+  for (int i = 0; i < 100000; ++i) {
+    void* p = gr_heap_malloc(heap, size_t(i % 500) + 1);
+    REQUIRE(p != nullptr);
+    REQUIRE(gr_heap_of(p) == heap);
+    blocks.push_back(p);
+  }
+  void* big = gr_heap_malloc(heap, 9u << 20);
+  REQUIRE(gr_heap_of(big) == heap);
+  std::thread th([&] {
+    for (size_t i = 0; i < blocks.size(); i += 2) gr_free(blocks[i]);
+  });
+  th.join();
+  gr_stats_t before, after;
+  gr_stats_get(&before);
+  gr_heap_destroy(heap);
+  gr_stats_get(&after);
+  REQUIRE(after.reserved + (9u << 20) < before.reserved);
+  REQUIRE_FALSE(gr_owns(blocks[1]));
+}
+
+TEST_CASE("first-class heap with a maximum refuses beyond it") {
+  gr_heap_options_t opt = {0, 1u << 20};
+  gr_heap_t* heap = gr_heap_create(&opt);
+  size_t total = 0;
+  for (;;) {
+    void* p = gr_heap_malloc(heap, 1000);
+    if (!p) break;
+    total += 1000;
+    REQUIRE(total <= (1u << 20));
+  }
+  REQUIRE(total > (512u << 10));
+  REQUIRE(gr_heap_malloc(heap, 5u << 20) == nullptr);
+  gr_heap_reset(heap);
+  REQUIRE(gr_heap_malloc(heap, 1000) != nullptr);
+  gr_heap_destroy(heap);
+}

@@ -1,0 +1,151 @@
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "granule.h"
+#include "helpers.h"
+#include "size_classes.h"
+
+using namespace granule;
+
+TEST_CASE("size classes waste at most 25% above 64 bytes, about 10% on average") {
+  double total = 0;
+  size_t n = 0;
+  for (size_t size = 65; size <= kMediumMax; ++size) {
+    size_t block = class_block_size(size_class_of(size));
+    REQUIRE(block >= size);
+    double waste = double(block - size) / double(size);
+    REQUIRE(waste <= 0.25);
+    total += waste, ++n;
+  }
+  REQUIRE(total / double(n) < 0.13);
+}
+
+TEST_CASE("every size up to 64 KiB: aligned, usable, writable, within the waste bound") {
+  std::vector<void*> keep;
+  for (size_t size = 1; size <= 64 * 1024; ++size) {
+    void* p = gr_malloc(size);
+    REQUIRE(p != nullptr);
+    REQUIRE(uintptr_t(p) % 16 == 0);
+    size_t usable = gr_usable_size(p);
+    REQUIRE(usable >= size);
+    if (size > 64) REQUIRE(double(usable - size) <= 0.25 * double(size));
+    fill(p, usable, uint8_t(size));
+    REQUIRE(check(p, usable, uint8_t(size)));
+    REQUIRE(gr_owns(p));
+    if (size % 7 == 0) keep.push_back(p);
+    else gr_free(p);
+  }
+  for (void* p : keep) gr_free(p);
+}
+
+TEST_CASE("bad requests return null with errno and leave the allocator usable") {
+  errno = 0;
+  REQUIRE(gr_malloc(SIZE_MAX) == nullptr);
+  REQUIRE(errno == ENOMEM);
+  errno = 0;
+  REQUIRE(gr_calloc(SIZE_MAX / 2, 3) == nullptr);
+  REQUIRE(errno == ENOMEM);
+  void* p = reinterpret_cast<void*>(1);
+  REQUIRE(gr_posix_memalign(&p, 24, 10) == EINVAL);
+  REQUIRE(gr_posix_memalign(&p, 4, 10) == EINVAL);
+  REQUIRE(p == reinterpret_cast<void*>(1));
+  errno = 0;
+  REQUIRE(gr_aligned_alloc(3, 10) == nullptr);
+  REQUIRE(errno == EINVAL);
+  gr_free(nullptr);
+  void* q = gr_malloc(100);
+  REQUIRE(q != nullptr);
+  gr_free(q);
+}
+
+TEST_CASE("calloc zeroes, also after reuse") {
+  for (size_t size : {size_t(8), size_t(100), size_t(5000), size_t(200000), size_t(5u << 20)}) {
+    void* p = gr_malloc(size);
+    std::memset(p, 0xAB, size);
+    gr_free(p);
+    auto* z = static_cast<unsigned char*>(gr_calloc(1, size));
+    REQUIRE(z != nullptr);
+    bool all_zero = true;
+    for (size_t i = 0; i < size; ++i) all_zero &= z[i] == 0;
+    REQUIRE(all_zero);
+    gr_free(z);
+  }
+}
+
+TEST_CASE("realloc keeps contents across classes, spans and huge blocks, in place when it fits") {
+  size_t size = 1;
+  void* p = gr_malloc(size);
+  fill(p, size, 7);
+  while (size < (64u << 20)) {
+    size_t next = size * 3 + 5;
+    void* q = gr_realloc(p, next);
+    REQUIRE(q != nullptr);
+    REQUIRE(check(q, size, 7));
+    fill(q, next, 7);
+    p = q, size = next;
+  }
+  // Shrink through every range again.
+  while (size > 4) {
+    size_t next = size / 3;
+    void* q = gr_realloc(p, next);
+    REQUIRE(check(q, next, 7));
+    p = q, size = next;
+  }
+  gr_free(p);
+  void* a = gr_malloc(100);
+  size_t usable = gr_usable_size(a);
+  REQUIRE(gr_realloc(a, usable) == a);
+  REQUIRE(gr_realloc(a, usable - 3) == a);
+  gr_free(a);
+}
+
+TEST_CASE("aligned allocation up to 1 MiB and beyond") {
+  for (size_t align = 16; align <= (8u << 20); align *= 2) {
+    for (size_t size : {size_t(1), size_t(24), align / 2 + 1, align, align * 3, size_t(300000)}) {
+      void* p = gr_aligned_alloc(align, size);
+      REQUIRE(p != nullptr);
+      REQUIRE(uintptr_t(p) % align == 0);
+      REQUIRE(gr_usable_size(p) >= size);
+      fill(p, size, 3);
+      REQUIRE(check(p, size, 3));
+      gr_free(p);
+      void* q = nullptr;
+      REQUIRE(gr_posix_memalign(&q, align, size) == 0);
+      REQUIRE(uintptr_t(q) % align == 0);
+      gr_free(q);
+    }
+  }
+}
+
+TEST_CASE("gr_owns is exact on any pointer value") {
+  int on_stack = 0;
+  static int in_data = 0;
+  REQUIRE_FALSE(gr_owns(&on_stack));
+  REQUIRE_FALSE(gr_owns(&in_data));
+  REQUIRE_FALSE(gr_owns(nullptr));
+  REQUIRE_FALSE(gr_owns(reinterpret_cast<void*>(~uintptr_t(0))));
+  REQUIRE_FALSE(gr_owns(reinterpret_cast<void*>(uintptr_t(1) << 62)));
+  void* big = gr_malloc(10u << 20);
+  REQUIRE(gr_owns(big));
+  REQUIRE(gr_owns(static_cast<char*>(big) + (9u << 20)));
+  gr_free(big);
+}
+
+TEST_CASE("invalid frees leave the heap intact") {
+  int on_stack = 0;
+  gr_free(&on_stack);
+  char* p = static_cast<char*>(gr_malloc(64));
+  gr_free(p + 16);  // interior
+  gr_free(p);
+  gr_free(p);  // double
+  void* a = gr_malloc(64);
+  void* b = gr_malloc(64);
+  REQUIRE(a != b);
+  fill(a, 64, 1);
+  fill(b, 64, 2);
+  REQUIRE(check(a, 64, 1));
+  REQUIRE(check(b, 64, 2));
+  gr_free(a);
+  gr_free(b);
+}

@@ -1,0 +1,101 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "granule.h"
+#include "helpers.h"
+
+TEST_CASE("4 threads, every block freed by a thread other than its allocator, 1M blocks") {
+  constexpr int kThreads = 4;
+  constexpr size_t kPerThread = 250000;
+  // Thread t allocates into slots[t]; thread (t+1)%4 verifies and frees them.
+  std::vector<std::vector<void*>> slots(kThreads, std::vector<void*>(kPerThread));
+  std::vector<std::vector<size_t>> sizes(kThreads, std::vector<size_t>(kPerThread));
+  std::atomic<int> allocated{0};
+  std::atomic<size_t> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      uint32_t x = 12345u + uint32_t(t);
+      for (size_t i = 0; i < kPerThread; ++i) {
+        x = x * 1664525u + 1013904223u;
+        size_t size = (x >> 8) % 2048 + 1;
+        void* p = gr_malloc(size);
+        fill(p, size, uint8_t(i));
+        slots[t][i] = p;
+        sizes[t][i] = size;
+      }
+      allocated.fetch_add(1);
+      while (allocated.load() < kThreads) std::this_thread::yield();
+      int victim = (t + 1) % kThreads;
+      for (size_t i = 0; i < kPerThread; ++i) {
+        if (!check(slots[victim][i], sizes[victim][i], uint8_t(i))) bad.fetch_add(1);
+        gr_free(slots[victim][i]);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  REQUIRE(bad.load() == 0);
+}
+
+TEST_CASE("1000 threads started in turn, leaving memory for others to free: RSS stays bounded") {
+  std::vector<void*> left;
+  size_t rss_after_100 = 0;
+  for (int i = 0; i < 1000; ++i) {
+    std::vector<void*> made;
+    std::thread th([&] {
+      for (int k = 0; k < 2000; ++k) {
+        void* p = gr_malloc(size_t(k % 300) + 1);
+        fill(p, size_t(k % 300) + 1, uint8_t(k));
+        made.push_back(p);
+      }
+    });
+    th.join();
+    // Free half now (the owner has exited), keep the rest one round longer.
+    for (size_t k = 0; k < made.size(); ++k) {
+      if (k % 2) gr_free(made[k]);
+      else left.push_back(made[k]);
+    }
+    if (left.size() > 20000) {
+      for (void* p : left) gr_free(p);
+      left.clear();
+    }
+    if (i == 100) rss_after_100 = rss_bytes();
+  }
+  for (void* p : left) gr_free(p);
+  size_t rss_end = rss_bytes();
+  INFO("rss after 100 threads " << rss_after_100 << ", after 1000 " << rss_end);
+  REQUIRE(rss_end < rss_after_100 + (16u << 20));
+}
+
+TEST_CASE("freeing huge blocks gives their memory back") {
+  gr_collect(true);  // earlier tests' free memory would otherwise still be waiting for its delay
+  size_t before = rss_bytes();
+  std::vector<void*> blocks;
+  for (int i = 0; i < 8; ++i) {
+    void* p = gr_malloc(48u << 20);  // beyond the huge cache's per-block limit
+    std::memset(p, 1, 48u << 20);
+    blocks.push_back(p);
+  }
+  size_t during = rss_bytes();
+  REQUIRE(during > before + (300u << 20));
+  for (void* p : blocks) gr_free(p);
+  size_t after = rss_bytes();
+  REQUIRE(after < before + (16u << 20));
+}
+
+TEST_CASE("an idle thread's first small allocation commits far less than a segment") {
+  size_t before = 0, after = 0;
+  std::thread th([&] {
+    before = rss_bytes();
+    void* p = gr_malloc(32);
+    std::memset(p, 1, 32);
+    after = rss_bytes();
+    gr_free(p);
+  });
+  th.join();
+  INFO("rss grew by " << (after - before));
+  REQUIRE(after - before < (256u << 10));
+}
