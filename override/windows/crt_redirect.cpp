@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "granule.h"
+#include "aligned_blocks.h"
 #include "patch.h"
 #include "report.h"
 
@@ -196,51 +197,9 @@ void* migrate(const Runtime& rt, void* p, size_t old, size_t size, bool zero_tai
   return q;
 }
 
-// Blocks from _aligned_offset_* start inside a Granule block, whose address
-// is stored just before them; everything else is a block start.
-void* our_base(void* p) {
-  if (gr_usable_size(p)) return p;
-  void* base;
-  std::memcpy(&base, static_cast<char*>(p) - sizeof base, sizeof base);
-  if (gr_owns(base) && base < p && gr_usable_size(base) > size_t(static_cast<char*>(p) - static_cast<char*>(base)))
-    return base;
-  return p;  // not ours to interpret: gr_free reports it when asked to
-}
-
-size_t our_aligned_size(void* p) {
-  void* base = our_base(p);
-  const size_t usable = gr_usable_size(base);
-  const size_t skip = size_t(static_cast<char*>(p) - static_cast<char*>(base));
-  return usable > skip ? usable - skip : 0;
-}
-
-bool is_pow2(size_t a) { return a && !(a & (a - 1)); }
-
 void* offset_malloc(const Runtime& rt, size_t size, size_t align, size_t offset) {
-  if (!is_pow2(align) || (offset && offset >= size)) {
-    set_errno(rt, EINVAL);
-    return nullptr;
-  }
-  if (align < 16) align = 16;
-  if (offset % align == 0) {
-    void* p = gr_aligned_alloc(align, size ? size : 1);
-    if (!p) set_errno(rt, ENOMEM);
-    return p;
-  }
-  // base ... [saved base] p, with p + offset aligned.
-  size_t total;
-  if (__builtin_add_overflow(size, align + sizeof(void*), &total)) {
-    set_errno(rt, ENOMEM);
-    return nullptr;
-  }
-  char* base = static_cast<char*>(gr_aligned_alloc(align, total));
-  if (!base) {
-    set_errno(rt, ENOMEM);
-    return nullptr;
-  }
-  const size_t lead = sizeof(void*) + ((align - (sizeof(void*) + offset) % align) % align);
-  char* p = base + lead;
-  std::memcpy(p - sizeof(void*), &base, sizeof base);
+  void* p = aligned_offset_alloc(size, align, offset);
+  if (!p) set_errno(rt, is_pow2(align) && (!offset || offset < size) ? ENOMEM : EINVAL);
   return p;
 }
 
@@ -339,7 +298,7 @@ struct Hooks {
   static void* aligned_malloc_(size_t size, size_t align) { return offset_malloc(rt(), size, align, 0); }
   static void aligned_free_(void* p) {
     if (!p) return;
-    if (gr_owns(p)) return gr_free(our_base(p));
+    if (gr_owns(p)) return aligned_release(p);
     if (auto f = original<void (*)(void*)>(rt(), kAlignedFree)) return f(p);
     if (HANDLE h = crt_heap(rt())) HeapFree(h, 0, aligned_saved_base(p));
   }
@@ -362,24 +321,14 @@ struct Hooks {
   // Foreign aligned blocks stay with their runtime (its _aligned_realloc
   // knows their layout); ours move or stay in Granule.
   static void* aligned_offset_realloc_(void* p, size_t size, size_t align, size_t offset) {
-    if (!p) return offset_malloc(rt(), size, align, offset);
-    if (!gr_owns(p)) {
+    if (p && !gr_owns(p)) {
       if (auto f = original<void* (*)(void*, size_t, size_t, size_t)>(rt(), kAlignedOffsetRealloc))
         return f(p, size, align, offset);
       set_errno(rt(), EINVAL);
       return nullptr;
     }
-    if (size == 0) {
-      gr_free(our_base(p));
-      return nullptr;
-    }
-    const size_t old = our_aligned_size(p);
-    const size_t a = align < 16 ? 16 : align;
-    if (size <= old && (uintptr_t(p) + offset) % a == 0) return p;
-    void* q = offset_malloc(rt(), size, align, offset);
-    if (!q) return nullptr;
-    std::memcpy(q, p, old < size ? old : size);
-    gr_free(our_base(p));
+    void* q = aligned_offset_realloc_ours(p, size, align, offset);
+    if (!q && size) set_errno(rt(), ENOMEM);
     return q;
   }
   static void* aligned_realloc_(void* p, size_t size, size_t align) {
@@ -393,11 +342,6 @@ struct Hooks {
   }
   static void* aligned_offset_recalloc_(void* p, size_t count, size_t size, size_t align,
                                         size_t offset) {
-    size_t total;
-    if (__builtin_mul_overflow(count, size, &total)) {
-      set_errno(rt(), ENOMEM);
-      return nullptr;
-    }
     if (p && !gr_owns(p)) {
       if (auto f = original<void* (*)(void*, size_t, size_t, size_t, size_t)>(
               rt(), kAlignedOffsetRecalloc))
@@ -405,9 +349,8 @@ struct Hooks {
       set_errno(rt(), EINVAL);
       return nullptr;
     }
-    const size_t old = p ? our_aligned_size(p) : 0;
-    void* q = aligned_offset_realloc_(p, total, align, offset);
-    if (q && total > old) std::memset(static_cast<char*>(q) + old, 0, total - old);
+    void* q = aligned_offset_recalloc_ours(p, count, size, align, offset);
+    if (!q && count && size) set_errno(rt(), ENOMEM);
     return q;
   }
   static void* aligned_recalloc_(void* p, size_t count, size_t size, size_t align) {
