@@ -20,8 +20,8 @@
 #include <cstring>
 #include <utility>
 
-#include "granule.h"
 #include "aligned_blocks.h"
+#include "granule.h"
 #include "patch.h"
 #include "report.h"
 
@@ -44,10 +44,10 @@ enum Fn : unsigned {
   kAlignedOffsetMalloc,
   kAlignedOffsetRealloc,
   kAlignedOffsetRecalloc,
-  kNew,       // operator new / new[] (size)
-  kNewDbg,    // operator new / new[] (size, block type, file, line)
-  kDelete,    // operator delete / delete[] (p)
-  kDeleteDbg, // operator delete / delete[] (p, block type, file, line)
+  kNew,        // operator new / new[] (size)
+  kNewDbg,     // operator new / new[] (size, block type, file, line)
+  kDelete,     // operator delete / delete[] (p)
+  kDeleteDbg,  // operator delete / delete[] (p, block type, file, line)
   kFnCount
 };
 
@@ -134,13 +134,13 @@ constexpr unsigned kRuntimeCount = sizeof kRuntimeNames / sizeof kRuntimeNames[0
 
 struct Runtime {
   HMODULE module = nullptr;
-  void* original[kFnCount] = {};  // trampolines; null where none was built
+  void* original[kFnCount] = {};      // trampolines; null where none was built
   FARPROC get_heap_handle = nullptr;  // called lazily: the runtime may not be initialised yet
   FARPROC errno_location = nullptr;
 };
 Runtime g_runtimes[kRuntimeCount];
 
-SRWLOCK g_lock = SRWLOCK_INIT;  // redirect_runtime and the tables below
+SRWLOCK g_lock = SRWLOCK_INIT;                  // redirect_runtime and the tables below
 void* g_patched[kRuntimeCount * kExportCount];  // entry addresses already redirected
 size_t g_patched_count = 0;
 
@@ -295,7 +295,9 @@ struct Hooks {
   static void* aligned_offset_malloc_(size_t size, size_t align, size_t offset) {
     return offset_malloc(rt(), size, align, offset);
   }
-  static void* aligned_malloc_(size_t size, size_t align) { return offset_malloc(rt(), size, align, 0); }
+  static void* aligned_malloc_(size_t size, size_t align) {
+    return offset_malloc(rt(), size, align, 0);
+  }
   static void aligned_free_(void* p) {
     if (!p) return;
     if (gr_owns(p)) return aligned_release(p);
@@ -392,26 +394,46 @@ struct Hooks {
 
   static void* get(Fn f) {
     switch (f) {
-      case kMalloc: return reinterpret_cast<void*>(&malloc_);
-      case kCalloc: return reinterpret_cast<void*>(&calloc_);
-      case kRealloc: return reinterpret_cast<void*>(&realloc_);
-      case kFree: return reinterpret_cast<void*>(&free_);
-      case kMsize: return reinterpret_cast<void*>(&msize_);
-      case kExpand: return reinterpret_cast<void*>(&expand_);
-      case kRecalloc: return reinterpret_cast<void*>(&recalloc_);
-      case kAlignedMalloc: return reinterpret_cast<void*>(&aligned_malloc_);
-      case kAlignedRealloc: return reinterpret_cast<void*>(&aligned_realloc_);
-      case kAlignedRecalloc: return reinterpret_cast<void*>(&aligned_recalloc_);
-      case kAlignedFree: return reinterpret_cast<void*>(&aligned_free_);
-      case kAlignedMsize: return reinterpret_cast<void*>(&aligned_msize_);
-      case kAlignedOffsetMalloc: return reinterpret_cast<void*>(&aligned_offset_malloc_);
-      case kAlignedOffsetRealloc: return reinterpret_cast<void*>(&aligned_offset_realloc_);
-      case kAlignedOffsetRecalloc: return reinterpret_cast<void*>(&aligned_offset_recalloc_);
-      case kNew: return reinterpret_cast<void*>(&new_);
-      case kNewDbg: return reinterpret_cast<void*>(&new_dbg_);
-      case kDelete: return reinterpret_cast<void*>(&delete_);
-      case kDeleteDbg: return reinterpret_cast<void*>(&delete_dbg_);
-      case kFnCount: break;
+      case kMalloc:
+        return reinterpret_cast<void*>(&malloc_);
+      case kCalloc:
+        return reinterpret_cast<void*>(&calloc_);
+      case kRealloc:
+        return reinterpret_cast<void*>(&realloc_);
+      case kFree:
+        return reinterpret_cast<void*>(&free_);
+      case kMsize:
+        return reinterpret_cast<void*>(&msize_);
+      case kExpand:
+        return reinterpret_cast<void*>(&expand_);
+      case kRecalloc:
+        return reinterpret_cast<void*>(&recalloc_);
+      case kAlignedMalloc:
+        return reinterpret_cast<void*>(&aligned_malloc_);
+      case kAlignedRealloc:
+        return reinterpret_cast<void*>(&aligned_realloc_);
+      case kAlignedRecalloc:
+        return reinterpret_cast<void*>(&aligned_recalloc_);
+      case kAlignedFree:
+        return reinterpret_cast<void*>(&aligned_free_);
+      case kAlignedMsize:
+        return reinterpret_cast<void*>(&aligned_msize_);
+      case kAlignedOffsetMalloc:
+        return reinterpret_cast<void*>(&aligned_offset_malloc_);
+      case kAlignedOffsetRealloc:
+        return reinterpret_cast<void*>(&aligned_offset_realloc_);
+      case kAlignedOffsetRecalloc:
+        return reinterpret_cast<void*>(&aligned_offset_recalloc_);
+      case kNew:
+        return reinterpret_cast<void*>(&new_);
+      case kNewDbg:
+        return reinterpret_cast<void*>(&new_dbg_);
+      case kDelete:
+        return reinterpret_cast<void*>(&delete_);
+      case kDeleteDbg:
+        return reinterpret_cast<void*>(&delete_dbg_);
+      case kFnCount:
+        break;
     }
     return nullptr;
   }
@@ -424,7 +446,9 @@ void* hook_in(unsigned r, Fn f, std::integer_sequence<unsigned, R...>) {
   return result;
 }
 
-void* hook(unsigned r, Fn f) { return hook_in(r, f, std::make_integer_sequence<unsigned, kRuntimeCount>{}); }
+void* hook(unsigned r, Fn f) {
+  return hook_in(r, f, std::make_integer_sequence<unsigned, kRuntimeCount>{});
+}
 
 // ---- patching ----
 
@@ -509,8 +533,9 @@ void redirect_runtime(unsigned r, HMODULE module) {
         report_verbose("%s!%s: patched", runtime, t.name);
       } else if (relocation_problem(s) && rt.get_heap_handle &&
                  redirect_function(t.address, replacement) == PatchStatus::kOk) {
-        report_verbose("%s!%s: patched without a trampoline (%s); foreign blocks go to HeapFree/HeapSize",
-                       runtime, t.name, patch_status_text(s));
+        report_verbose(
+            "%s!%s: patched without a trampoline (%s); foreign blocks go to HeapFree/HeapSize",
+            runtime, t.name, patch_status_text(s));
       } else {
         report_verbose("%s!%s: skipped: %s", runtime, t.name, patch_status_text(s));
         continue;
@@ -519,7 +544,8 @@ void redirect_runtime(unsigned r, HMODULE module) {
       ++patched;
     }
   }
-  report_verbose("%s: %llu entry points redirected to Granule", runtime, (unsigned long long)patched);
+  report_verbose("%s: %llu entry points redirected to Granule", runtime,
+                 (unsigned long long)patched);
 }
 
 int runtime_index(const wchar_t* name, size_t length) {
@@ -550,7 +576,8 @@ struct DllNotificationData {
   ULONG size;
 };
 constexpr ULONG kDllLoaded = 1;
-using DllNotificationFn = VOID(NTAPI*)(ULONG reason, const DllNotificationData* data, PVOID context);
+using DllNotificationFn = VOID(NTAPI*)(ULONG reason, const DllNotificationData* data,
+                                       PVOID context);
 using RegisterFn = LONG(NTAPI*)(ULONG flags, DllNotificationFn fn, PVOID context, PVOID* cookie);
 
 // Runs under the loader lock, before the new DLL's own initialisation: its
@@ -576,8 +603,8 @@ void crt_redirect_start() {
 
   static PVOID cookie = nullptr;
   HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
-  auto reg = ntdll ? reinterpret_cast<RegisterFn>(
-                         reinterpret_cast<void*>(GetProcAddress(ntdll, "LdrRegisterDllNotification")))
+  auto reg = ntdll ? reinterpret_cast<RegisterFn>(reinterpret_cast<void*>(
+                         GetProcAddress(ntdll, "LdrRegisterDllNotification")))
                    : nullptr;
   if (!reg || reg(0, on_dll_notification, nullptr, &cookie) != 0)
     report_verbose("runtimes loaded later will not be redirected: no LdrRegisterDllNotification");

@@ -52,8 +52,9 @@ void resolve(HMODULE m, const char* name, F* out) {
 
 BOOL CALLBACK init_real(PINIT_ONCE, PVOID, PVOID*) {
   HMODULE crt = nullptr;
-  GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
-                     static_cast<LPCWSTR>(__imp__strdup), &crt);
+  GetModuleHandleExW(
+      GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+      static_cast<LPCWSTR>(__imp__strdup), &crt);
   if (!crt) crt = GetModuleHandleW(L"msvcrt.dll");
   if (!crt) return TRUE;
   resolve(crt, "free", &g_real.free);
@@ -123,7 +124,8 @@ void* __cdecl _recalloc(void* p, size_t count, size_t size) {
   if (__builtin_mul_overflow(count, size, &total)) return check(nullptr);
   const size_t old = !p ? 0 : gr_owns(p) ? gr_usable_size(p) : _msize(p);
   void* q = realloc(p, total);
-  if (q && old != size_t(-1) && total > old) std::memset(static_cast<char*>(q) + old, 0, total - old);
+  if (q && old != size_t(-1) && total > old)
+    std::memset(static_cast<char*>(q) + old, 0, total - old);
   return q;
 }
 
@@ -135,7 +137,9 @@ void* __cdecl _aligned_offset_malloc(size_t size, size_t align, size_t offset) {
   return check(aligned_offset_alloc(size, align, offset));
 }
 
-void* __cdecl _aligned_malloc(size_t size, size_t align) { return _aligned_offset_malloc(size, align, 0); }
+void* __cdecl _aligned_malloc(size_t size, size_t align) {
+  return _aligned_offset_malloc(size, align, 0);
+}
 
 void __cdecl _aligned_free(void* p) {
   if (!p) return;
@@ -155,7 +159,8 @@ void* __cdecl _aligned_realloc(void* p, size_t size, size_t align) {
   return _aligned_offset_realloc(p, size, align, 0);
 }
 
-void* __cdecl _aligned_offset_recalloc(void* p, size_t count, size_t size, size_t align, size_t offset) {
+void* __cdecl _aligned_offset_recalloc(void* p, size_t count, size_t size, size_t align,
+                                       size_t offset) {
   if (p && !gr_owns(p))
     return real().aligned_offset_recalloc
                ? real().aligned_offset_recalloc(p, count, size, align, offset)

@@ -108,7 +108,8 @@ TEST_CASE("GRANULE_DISABLE_REDIRECT=1 leaves the runtime alone") {
   REQUIRE(!list.empty());
   SetEnvironmentVariableA("GRANULE_DISABLE_REDIRECT", "1");
   // Expecting Granule's blocks must now fail (exit 1), and nothing crashes.
-  const Result with = run(L"\"" + runner + L"\" --dll \"" + dll + L"\" \"" + widen(list[0]) + L"\"", "1");
+  const Result with =
+      run(L"\"" + runner + L"\" --dll \"" + dll + L"\" \"" + widen(list[0]) + L"\"", "1");
   SetEnvironmentVariableA("GRANULE_DISABLE_REDIRECT", nullptr);
   INFO(with.out);
   CHECK(with.code == 1);

@@ -62,7 +62,7 @@ TEST_CASE("link-time override: runtime-allocated blocks go back to the runtime")
   REQUIRE(s);
   CHECK_FALSE(gr_owns(s));  // the runtime's internal malloc is not overridden
   CHECK(_msize(s) >= std::strlen(s) + 1);
-  std::free(s);             // must reach the runtime's free, not Granule's
+  std::free(s);  // must reach the runtime's free, not Granule's
 
   char* t = _strdup("moved into Granule");
   char* u = static_cast<char*>(std::realloc(t, 4000));

@@ -42,8 +42,10 @@ int main(void) {
   /* A variable the runtime copied at start-up (before any patch): replacing
    * it frees the runtime's block. */
   check("_putenv replaces a start-up variable",
-        _putenv("GRANULE_TEST_EXPECT=done") == 0 && strcmp(getenv("GRANULE_TEST_EXPECT"), "done") == 0);
-  check("_putenv adds a variable", _putenv("GRANULE_TEST_NEW=42") == 0 && strcmp(getenv("GRANULE_TEST_NEW"), "42") == 0);
+        _putenv("GRANULE_TEST_EXPECT=done") == 0 &&
+            strcmp(getenv("GRANULE_TEST_EXPECT"), "done") == 0);
+  check("_putenv adds a variable",
+        _putenv("GRANULE_TEST_NEW=42") == 0 && strcmp(getenv("GRANULE_TEST_NEW"), "42") == 0);
 
   s = _strdup("runtime-internal allocation");
   served(expect, "_strdup", s);
@@ -56,8 +58,10 @@ int main(void) {
     size_t n = (size_t)1 << i;
     p[n / 2 - 1] = (char)i;
     q = realloc(p, n);
-    if (!q) ok = 0;
-    else if (q[n / 2 - 1] != (char)i) ok = 0;
+    if (!q)
+      ok = 0;
+    else if (q[n / 2 - 1] != (char)i)
+      ok = 0;
     p = q;
   }
   served(expect, "realloc", p);
@@ -71,7 +75,7 @@ int main(void) {
   ok = z != NULL;
   for (i = 0; ok && i < 3000; ++i) ok = z[i] == 0;
   check("calloc zeroes", ok);
-#if defined(_UCRT)  /* the system msvcrt.dll has no _recalloc */
+#if defined(_UCRT) /* the system msvcrt.dll has no _recalloc */
   memset(z, 0xAB, 3000);
   z = _recalloc(z, 1000, 5);
   ok = z != NULL && z[2999] == 0xAB;

@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   check("gr_owns is exported", g_owns != NULL);
   if (!g_owns) return 1;
 
-  check("blocks from before are not Granule's", !g_owns(p) && !g_owns(s) && !g_owns(a) && !g_owns(big));
+  check("blocks from before are not Granule's",
+        !g_owns(p) && !g_owns(s) && !g_owns(a) && !g_owns(big));
   check("_msize of a block from before", _msize(p) >= 100 && _msize(p) < 4096);
   q = realloc(p, 10000);
   ok = q != NULL && g_owns(q);

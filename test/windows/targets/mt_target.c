@@ -25,7 +25,8 @@ static DWORD WINAPI worker(LPVOID arg) {
       InterlockedIncrement(&g_bad);
       continue;
     }
-    if (g_expect && i % 97 == 0 && !(g_owns && g_owns(g_blocks[t][i]))) InterlockedIncrement(&g_bad);
+    if (g_expect && i % 97 == 0 && !(g_owns && g_owns(g_blocks[t][i])))
+      InterlockedIncrement(&g_bad);
     memset(g_blocks[t][i], (unsigned char)(t * 31 + i), g_sizes[t][i]);
   }
   InterlockedIncrement(&g_ready);
@@ -48,7 +49,8 @@ int main(void) {
   target_init();
   g_expect = expecting_granule();
   if (g_expect && !g_owns) return 90;
-  for (t = 0; t < THREADS; ++t) threads[t] = CreateThread(NULL, 0, worker, (LPVOID)(INT_PTR)t, 0, NULL);
+  for (t = 0; t < THREADS; ++t)
+    threads[t] = CreateThread(NULL, 0, worker, (LPVOID)(INT_PTR)t, 0, NULL);
   WaitForMultipleObjects(THREADS, threads, TRUE, INFINITE);
   for (t = 0; t < THREADS; ++t) CloseHandle(threads[t]);
   check("8 threads, 160000 blocks, cross-thread frees", g_bad == 0);

@@ -16,8 +16,8 @@ static int g_failures;
 /* Under Wine an unhandled exception may end the process with status 0: make
  * a crash visible. */
 static LONG WINAPI target_die(EXCEPTION_POINTERS* info) {
-  fprintf(stderr, "target crashed: exception 0x%08lx at %p\n",
-          info->ExceptionRecord->ExceptionCode, info->ExceptionRecord->ExceptionAddress);
+  fprintf(stderr, "target crashed: exception 0x%08lx at %p\n", info->ExceptionRecord->ExceptionCode,
+          info->ExceptionRecord->ExceptionAddress);
   fflush(stderr);
   TerminateProcess(GetCurrentProcess(), 3);
   return EXCEPTION_EXECUTE_HANDLER;
