@@ -8,7 +8,9 @@
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,8 +29,9 @@ std::wstring widen(const std::string& s) {
   return full;
 }
 
-// Runs a command line with GRANULE_TEST_EXPECT set, capturing stdout.
-Result run(const std::wstring& command_line, const char* expect) {
+// Runs a command line with GRANULE_TEST_EXPECT set, capturing stdout (and
+// stderr too when asked).
+Result run(const std::wstring& command_line, const char* expect, bool with_stderr = false) {
   SetEnvironmentVariableA("GRANULE_TEST_EXPECT", expect);
   SECURITY_ATTRIBUTES sa = {sizeof sa, nullptr, TRUE};
   HANDLE read_end, write_end;
@@ -39,7 +42,7 @@ Result run(const std::wstring& command_line, const char* expect) {
   si.cb = sizeof si;
   si.dwFlags = STARTF_USESTDHANDLES;
   si.hStdOutput = write_end;
-  si.hStdError = GetStdHandle(STD_ERROR_HANDLE);
+  si.hStdError = with_stderr ? write_end : GetStdHandle(STD_ERROR_HANDLE);
   si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
   PROCESS_INFORMATION pi = {};
   std::vector<wchar_t> buffer(command_line.begin(), command_line.end());
@@ -115,6 +118,23 @@ TEST_CASE("GRANULE_DISABLE_REDIRECT=1 leaves the runtime alone") {
   CHECK(with.code == 1);
 }
 
+TEST_CASE("GRANULE_VERBOSE=1 lists what was patched") {
+  const std::wstring runner = widen(env("GRANULE_TEST_RUN"));
+  const std::wstring dll = widen(env("GRANULE_TEST_DLL"));
+  const auto list = targets();
+  REQUIRE(!list.empty());
+  SetEnvironmentVariableA("GRANULE_VERBOSE", "1");
+  const Result r =
+      run(L"\"" + runner + L"\" --dll \"" + dll + L"\" \"" + widen(list[0]) + L"\"", "1", true);
+  SetEnvironmentVariableA("GRANULE_VERBOSE", nullptr);
+  INFO(r.out);
+  CHECK(r.code == 7);
+  CHECK(r.out.find("msvcrt.dll!malloc: patched") != std::string::npos);
+  CHECK(r.out.find("msvcrt.dll!free: patched") != std::string::npos);
+  CHECK(r.out.find("msvcrt.dll!_aligned_free: patched") != std::string::npos);
+  CHECK(r.out.find("entry points redirected to Granule") != std::string::npos);
+}
+
 TEST_CASE("a running program loads granule.dll late, then C runtimes after it") {
   const std::wstring dll = widen(env("GRANULE_TEST_DLL"));
   const auto list = targets();
@@ -123,5 +143,43 @@ TEST_CASE("a running program loads granule.dll late, then C runtimes after it") 
     const Result r = run(L"\"" + widen(t) + L"\" \"" + dll + L"\"", "0");
     INFO("exit " << r.code << "\n" << r.out);
     CHECK(r.code == 7);
+  }
+}
+
+// Where no trampoline can be built, crt_redirect frees and sizes foreign
+// blocks with HeapFree/HeapSize on the runtime's _get_heap_handle(), and finds
+// an _aligned_malloc block's base in the word before it. Check that premise
+// on each runtime here.
+TEST_CASE("fallback premise: runtime blocks live on _get_heap_handle()") {
+  for (const char* name : {"msvcrt.dll", "ucrtbase.dll", "msvcr120.dll"}) {
+    INFO(name);
+    HMODULE crt = LoadLibraryA(name);
+    if (!crt) continue;
+    using HeapHandleFn = intptr_t (*)();
+    using MallocFn = void* (*)(size_t);
+    using AlignedMallocFn = void* (*)(size_t, size_t);
+    auto get_heap = reinterpret_cast<HeapHandleFn>(
+        reinterpret_cast<void*>(GetProcAddress(crt, "_get_heap_handle")));
+    auto crt_malloc =
+        reinterpret_cast<MallocFn>(reinterpret_cast<void*>(GetProcAddress(crt, "malloc")));
+    auto crt_aligned = reinterpret_cast<AlignedMallocFn>(
+        reinterpret_cast<void*>(GetProcAddress(crt, "_aligned_malloc")));
+    REQUIRE(get_heap);
+    REQUIRE(crt_malloc);
+    REQUIRE(crt_aligned);
+    HANDLE heap = reinterpret_cast<HANDLE>(get_heap());
+    void* p = crt_malloc(100);
+    CHECK(HeapSize(heap, 0, p) >= 100);
+    CHECK(HeapSize(heap, 0, p) != SIZE_T(-1));
+    CHECK(HeapFree(heap, 0, p));
+    void* a = crt_aligned(100, 64);
+    void* base;
+    std::memcpy(&base,
+                reinterpret_cast<void*>((uintptr_t(a) - sizeof(void*)) & ~(sizeof(void*) - 1)),
+                sizeof base);
+    CHECK(base <= a);
+    CHECK(HeapSize(heap, 0, base) >=
+          100 + size_t(static_cast<char*>(a) - static_cast<char*>(base)));
+    CHECK(HeapFree(heap, 0, base));
   }
 }

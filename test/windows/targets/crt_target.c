@@ -97,6 +97,22 @@ int main(void) {
   memset(a, 1, 100);
   _aligned_free(a);
 
+#if !defined(_UCRT)
+  /* msvcrt.dll's operator new/delete (MSVC x64 names), as MSVC-built C++
+   * code linked against msvcrt would call them. */
+  {
+    typedef void* (*NewFn)(size_t);
+    typedef void (*DeleteFn)(void*);
+    HMODULE crt = GetModuleHandleA("msvcrt.dll");
+    NewFn op_new = (NewFn)(void*)GetProcAddress(crt, "??2@YAPEAX_K@Z");
+    DeleteFn op_delete = (DeleteFn)(void*)GetProcAddress(crt, "??3@YAXPEAX@Z");
+    void* o = op_new ? op_new(40) : NULL;
+    served(expect, "msvcrt operator new", o);
+    check("msvcrt operator new/delete", o != NULL);
+    if (o) op_delete(o);
+  }
+#endif
+
   /* The stdio buffer of a new stream is the runtime's own malloc. */
   GetTempPathA(MAX_PATH, path);
   strcat(path, "granule-crt-target.txt");

@@ -32,6 +32,17 @@ static void late_runtime(const char* name) {
   check(line, p && s && g_owns(p) && g_owns(s) && strcmp(s, "late runtime") == 0);
   m_free(p);
   m_free(s);
+  /* msvcr* export operator new/delete (MSVC x64 names). */
+  {
+    MallocFn m_new = (MallocFn)(void*)GetProcAddress(m, "??2@YAPEAX_K@Z");
+    FreeFn m_delete = (FreeFn)(void*)GetProcAddress(m, "??3@YAXPEAX@Z");
+    if (m_new && m_delete) {
+      p = m_new(24);
+      sprintf(line, "%s loaded after Granule: operator new served by Granule", name);
+      check(line, p && g_owns(p));
+      m_delete(p);
+    }
+  }
 }
 
 int main(int argc, char** argv) {
