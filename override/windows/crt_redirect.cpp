@@ -452,6 +452,14 @@ void* hook(unsigned r, Fn f) {
 
 // ---- patching ----
 
+#if defined(GRANULE_TEST_NO_TRAMPOLINES)
+// A test build (test/windows/fallback/granule.dll): every entry is patched as
+// if no trampoline could be built, so the HeapFree/HeapSize paths run.
+constexpr bool kForceNoTrampoline = true;
+#else
+constexpr bool kForceNoTrampoline = false;
+#endif
+
 void narrow(const wchar_t* w, char* out, size_t size) {
   size_t i = 0;
   for (; w[i] && i + 1 < size; ++i) out[i] = char(w[i]);
@@ -527,7 +535,8 @@ void redirect_runtime(unsigned r, HMODULE module) {
       if (releases_only(t.fn) != (pass == 0) || !family_ok[family_of(t.fn)]) continue;
       void* replacement = hook(r, t.fn);
       void* trampoline = nullptr;
-      PatchStatus s = patch_function(t.address, replacement, &trampoline);
+      PatchStatus s = kForceNoTrampoline ? PatchStatus::kDecodeFailed
+                                         : patch_function(t.address, replacement, &trampoline);
       if (s == PatchStatus::kOk) {
         if (!rt.original[t.fn]) rt.original[t.fn] = trampoline;
         report_verbose("%s!%s: patched", runtime, t.name);
