@@ -10,13 +10,8 @@
 
 #include "crt_redirect.h"
 #include "granule.h"
-#include "options.h"
+#include "init.h"
 #include "report.h"
-
-namespace granule {
-void process_start();  // init.cpp
-void process_exit();
-}  // namespace granule
 
 extern "C" BOOL WINAPI DllMain(HINSTANCE, DWORD reason, LPVOID reserved) {
   if (reason == DLL_PROCESS_ATTACH) {
@@ -24,7 +19,7 @@ extern "C" BOOL WINAPI DllMain(HINSTANCE, DWORD reason, LPVOID reserved) {
     GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
                        reinterpret_cast<LPCWSTR>(&DllMain), &self);
     granule::process_start();
-    if (granule::option(GR_OPTION_DISABLE_REDIRECT))
+    if (gr_option_get(GR_OPTION_DISABLE_REDIRECT) == 1)
       granule::report_verbose("GRANULE_DISABLE_REDIRECT: the C runtimes are left alone");
     else
       granule::win::crt_redirect_start();
