@@ -534,11 +534,14 @@ void redirect_runtime(unsigned r, HMODULE module) {
       const Target& t = targets[i];
       if (releases_only(t.fn) != (pass == 0) || !family_ok[family_of(t.fn)]) continue;
       void* replacement = hook(r, t.fn);
-      void* trampoline = nullptr;
+      // The first trampoline of each function goes straight into the table:
+      // patch_function stores it before the jump goes live, so a concurrent
+      // call with a foreign block already finds it.
+      void* spare = nullptr;
+      void** slot = rt.original[t.fn] ? &spare : &rt.original[t.fn];
       PatchStatus s = kForceNoTrampoline ? PatchStatus::kDecodeFailed
-                                         : patch_function(t.address, replacement, &trampoline);
+                                         : patch_function(t.address, replacement, slot);
       if (s == PatchStatus::kOk) {
-        if (!rt.original[t.fn]) rt.original[t.fn] = trampoline;
         report_verbose("%s!%s: patched", runtime, t.name);
       } else if (relocation_problem(s) && rt.get_heap_handle &&
                  redirect_function(t.address, replacement) == PatchStatus::kOk) {
