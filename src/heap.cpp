@@ -386,6 +386,11 @@ void heap_process_init() {
     while (g_process_state.load(std::memory_order_acquire) != 2) os::yield();
     return;
   }
+#if defined(_WIN32)
+  // The TLS slot must exist before the first heap_set_current; until then
+  // heap_current() reads "no slot" and returns the empty heap.
+  os::tls_heap_init();
+#endif
   options_init();
   os::thread_exit_register(thread_exit);
   register_fork_handlers();

@@ -34,7 +34,7 @@ bool parse(const char* s, long* out) {
   long v = 0;
   for (; *s; ++s) {
     if (*s < '0' || *s > '9') return false;
-    if (v > (1L << 40)) return false;
+    if (v > 100000000L) return false;  // above every maximum; long is 32 bits on Windows
     v = v * 10 + (*s - '0');
   }
   *out = neg ? -v : v;

@@ -132,6 +132,37 @@ PatchStatus patch_function(void* target, void* replacement, void** original) {
   return status;
 }
 
+PatchStatus patch_probe(void* target) {
+  if (!target) return PatchStatus::kNullArgument;
+  auto* code = static_cast<uint8_t*>(target);
+  const size_t avail = readable(code, 64);
+  if (avail == 0) return PatchStatus::kDecodeFailed;
+  uint8_t scratch[kMaxTrampolineSize];
+  // Relocated "in place": every RIP-relative operand stays in reach.
+  const Relocation r = relocate(code, avail, uint64_t(uintptr_t(code)), kPatchSize, scratch,
+                                sizeof scratch, uint64_t(uintptr_t(code)));
+  return from_relocate(r.status);
+}
+
+PatchStatus redirect_function(void* target, void* replacement) {
+  if (!target || !replacement) return PatchStatus::kNullArgument;
+  auto* code = static_cast<uint8_t*>(target);
+  if (readable(code, kPatchSize) < kPatchSize) return PatchStatus::kTooShort;
+  AcquireSRWLockExclusive(&g_patch_lock);
+  PatchStatus status = PatchStatus::kOk;
+  uint8_t* relay = near_alloc(code, 16);
+  const int64_t reach = int64_t(intptr_t(relay) - intptr_t(code + kPatchSize));
+  if (!relay || reach < INT32_MIN || reach > INT32_MAX) {
+    status = PatchStatus::kNoNearMemory;
+  } else {
+    emit_abs_jump(relay, uint64_t(uintptr_t(replacement)));
+    FlushInstructionCache(GetCurrentProcess(), relay, 16);
+    if (!write_jump(code, relay)) status = PatchStatus::kProtectFailed;
+  }
+  ReleaseSRWLockExclusive(&g_patch_lock);
+  return status;
+}
+
 void* skip_jumps(void* function) {
   auto* p = static_cast<uint8_t*>(function);
   for (int hops = 0; p && hops < 8; ++hops) {

@@ -28,6 +28,16 @@ const char* patch_status_text(PatchStatus status);
 // aligned 8-byte word).
 PatchStatus patch_function(void* target, void* replacement, void** original);
 
+// What patch_function would find about `target`'s first instructions,
+// without writing anything (range checks excepted: they depend on where the
+// trampoline lands). Lets a caller patch a family of functions all or none.
+PatchStatus patch_probe(void* target);
+
+// Redirect `target` without keeping the original callable: for entries whose
+// first instructions can't be relocated (the caller has another way to do
+// the original's job). Needs 5 bytes of function body at `target`.
+PatchStatus redirect_function(void* target, void* replacement);
+
 // Follow the jumps a linker or an import thunk put in front of a function
 // (E9 rel32, EB rel8, FF 25 [rip+disp32]) to the code that does the work.
 void* skip_jumps(void* function);

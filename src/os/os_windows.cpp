@@ -278,9 +278,25 @@ const char* getenv_raw(const char* name) {
   return result;
 }
 
-void write_stderr(const char* s, size_t n) {
+namespace {
+HANDLE g_kept_stderr = nullptr;  // keep_stderr's duplicate, once made
+}  // namespace
+
+// A duplicate of the standard error handle survives the program closing its
+// own (CloseHandle / _close(2)), so statistics at exit still get out.
+void keep_stderr() {
   KeepLastError keep;
   HANDLE h = GetStdHandle(STD_ERROR_HANDLE);
+  if (h == nullptr || h == INVALID_HANDLE_VALUE || g_kept_stderr) return;
+  HANDLE dup = nullptr;
+  if (DuplicateHandle(GetCurrentProcess(), h, GetCurrentProcess(), &dup, 0, FALSE,
+                      DUPLICATE_SAME_ACCESS))
+    g_kept_stderr = dup;
+}
+
+void write_stderr(const char* s, size_t n) {
+  KeepLastError keep;
+  HANDLE h = g_kept_stderr ? g_kept_stderr : GetStdHandle(STD_ERROR_HANDLE);
   if (h == nullptr || h == INVALID_HANDLE_VALUE) return;
   while (n > 0) {
     DWORD chunk = n > 0x10000000 ? 0x10000000 : DWORD(n);

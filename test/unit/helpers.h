@@ -17,6 +17,21 @@ inline size_t rss_bytes() {
   std::fclose(f);
   return size_t(resident) * size_t(sysconf(_SC_PAGESIZE));
 }
+#elif defined(_WIN32)
+#define WIN32_LEAN_AND_MEAN
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+// psapi.h after windows.h: K32GetProcessMemoryInfo lives in kernel32 (Windows 7+).
+#include <psapi.h>
+// Resident set size in bytes: the working set.
+inline size_t rss_bytes() {
+  PROCESS_MEMORY_COUNTERS pmc = {};
+  pmc.cb = sizeof pmc;
+  if (!K32GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return 0;
+  return size_t(pmc.WorkingSetSize);
+}
 #endif
 
 inline void fill(void* p, size_t n, uint8_t seed) {
