@@ -88,26 +88,25 @@ void queue_remove(Heap* h, Slab* s) {
   if (was_head) direct_update(h, s->size_class);
 }
 
-// ---- the heap's detached and ready lists (under h->lock) ----
+// ---- the heap's ready list (under h->lock) ----
+// Detached slabs are in no list: nobody needs to find them until enough of
+// their blocks come back (then they join the ready list) or all do (then the
+// last freer retires them).
 
-Slab*& list_of(Heap* h, SlabList l) { return l == SlabList::kReady ? h->ready : h->detached; }
-
-void list_push(Heap* h, Slab* s, SlabList l) {
-  Slab*& head = list_of(h, l);
+void ready_push(Heap* h, Slab* s) {
   s->prev = nullptr;
-  s->next = head;
-  if (head) head->prev = s;
-  head = s;
-  s->list = l;
-  if (l == SlabList::kReady) h->ready_count.fetch_add(1, std::memory_order_relaxed);
+  s->next = h->ready;
+  if (h->ready) h->ready->prev = s;
+  h->ready = s;
+  s->list = SlabList::kReady;
+  h->ready_count.fetch_add(1, std::memory_order_relaxed);
 }
 
-void list_remove(Heap* h, Slab* s) {
-  Slab*& head = list_of(h, s->list);
+void ready_remove(Heap* h, Slab* s) {
   if (s->prev) s->prev->next = s->next;
-  else head = s->next;
+  else h->ready = s->next;
   if (s->next) s->next->prev = s->prev;
-  if (s->list == SlabList::kReady) h->ready_count.fetch_sub(1, std::memory_order_relaxed);
+  h->ready_count.fetch_sub(1, std::memory_order_relaxed);
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
 }
@@ -120,7 +119,7 @@ bool reattach_locked(Heap* h, Slab* s) {
     if (remote_state(w) != kDetached) return false;
   } while (!s->remote.compare_exchange_weak(w, kAttached, std::memory_order_acquire,
                                             std::memory_order_relaxed));
-  list_remove(h, s);
+  if (s->list == SlabList::kReady) ready_remove(h, s);
   s->free = remote_ptr(w);
   s->used = s->capacity - remote_count(w);
   h->blocks_handed += remote_count(w);
@@ -137,20 +136,22 @@ void reattach_ready(Heap* h) {
 }
 
 // A full slab leaves the owner: from now on frees to it are counted, and the
-// last one returns its slices. False if frees arrived meanwhile.
+// last one returns its slices. No lock: the slab joins no list. False if
+// frees arrived meanwhile.
 bool detach(Heap* h, Slab* s) {
-  LockGuard guard(h->lock);
+  // Unlinked before the state changes: once detached, a freer may link it
+  // into the ready list.
+  queue_remove(h, s);
   uint64_t expected = kAttached;
   if (!s->remote.compare_exchange_strong(expected, kDetached, std::memory_order_acq_rel)) {
+    queue_push_front(h, s);
     return false;
   }
-  queue_remove(h, s);
-  list_push(h, s, SlabList::kDetached);
   return true;
 }
 
 void retire_locked(Heap* h, Slab* s) {
-  if (s->list == SlabList::kDetached || s->list == SlabList::kReady) list_remove(h, s);
+  if (s->list == SlabList::kReady) ready_remove(h, s);
   segment_return_slices(h, s, os::now_ms());
 }
 
@@ -213,7 +214,6 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
     slab_init_large(s, h, next_key(h));
     // Born detached: its one free returns the span.
     s->remote.store(kDetached, std::memory_order_relaxed);
-    list_push(h, s, SlabList::kDetached);
   }
   char* p = s->start;
   reinterpret_cast<Block*>(p)->tag = 0;  // a live block must not look free
@@ -273,9 +273,9 @@ void free_remote(Slab* s, Block* b) {
       // if it is still one of the owner's detached slabs.
       Segment* seg = segment_of(s);
       if (map_kind(uintptr_t(seg)) == kMapSegment && seg->heap == owner &&
-          s->kind == SliceKind::kSlab && s->list == SlabList::kDetached) {
-        list_remove(owner, s);
-        list_push(owner, s, SlabList::kReady);
+          s->kind == SliceKind::kSlab && s->list == SlabList::kNone &&
+          remote_state(s->remote.load(std::memory_order_acquire)) == kDetached) {
+        ready_push(owner, s);
       }
       return;
     }
@@ -333,7 +333,7 @@ void heap_abandon(Heap* h) {
           continue;  // a free raced in: collect it too
         }
         s->free = nullptr;
-        list_push(h, s, free_count >= slab_ready_threshold(s) ? SlabList::kReady : SlabList::kDetached);
+        if (free_count >= slab_ready_threshold(s)) ready_push(h, s);
         break;
       }
     }
@@ -547,7 +547,7 @@ void forget_slabs(Heap* h) {
     h->queues[c] = {};
     direct_update(h, c);
   }
-  h->detached = h->ready = nullptr;
+  h->ready = nullptr;
   h->ready_count.store(0, std::memory_order_relaxed);
 }
 }  // namespace

@@ -31,8 +31,9 @@ enum class SliceKind : uint8_t {
   kTail,      // a further slice of a multi-slice slab or span
 };
 
-// Where a slab is linked; changes under the heap lock (kQueue: owner only).
-enum class SlabList : uint8_t { kNone, kQueue, kDetached, kReady };
+// Where a slab is linked: the owner's queue (owner only) or the heap's ready
+// list (under the heap lock). Detached slabs are in none.
+enum class SlabList : uint8_t { kNone, kQueue, kReady };
 
 // Slab::remote packs the list of blocks freed by other threads with a count
 // and the slab's state, so one compare-and-swap moves all three at once:
@@ -139,7 +140,6 @@ struct Heap {
   // --- slow paths ---
   SpinLock lock;                       // segments, slices, detached and ready lists
   std::atomic<uint32_t> ready_count{0};
-  Slab* detached = nullptr;            // full slabs (under lock)
   Slab* ready = nullptr;               // detached slabs with enough frees to reuse (under lock)
   Segment* segments = nullptr;         // (under lock)
   HeapKind kind = HeapKind::kThread;
