@@ -111,19 +111,31 @@ void ready_remove(Heap* h, Slab* s) {
   s->list = SlabList::kNone;
 }
 
-// Take a detached slab back: its counted frees become the free list.
-// Under h->lock; false if it is being retired.
-bool reattach_locked(Heap* h, Slab* s) {
+void queue_push_back(Heap* h, Slab* s) {
+  SlabQueue& q = h->queues[s->size_class];
+  s->next = nullptr;
+  s->prev = q.tail;
+  if (q.tail) q.tail->next = s;
+  else q.head = s;
+  q.tail = s;
+  s->list = SlabList::kQueue;
+  s->fast_owner = h->kind == HeapKind::kThread ? h : nullptr;
+  if (q.head == s) direct_update(h, s->size_class);
+}
+
+// The owner takes a detached slab back: its counted frees become the free
+// list. `from` is the state to leave (kDetached, or kQueued under h->lock);
+// false if the slab is in another state (being retired, or queued).
+bool reattach(Heap* h, Slab* s, uint64_t from) {
   uint64_t w = s->remote.load(std::memory_order_relaxed);
   do {
-    if (remote_state(w) != kDetached) return false;
+    if (remote_state(w) != from) return false;
   } while (!s->remote.compare_exchange_weak(w, kAttached, std::memory_order_acquire,
                                             std::memory_order_relaxed));
-  if (s->list == SlabList::kReady) ready_remove(h, s);
+  if (from == kQueued) ready_remove(h, s);
   s->free = remote_ptr(w);
   s->used = s->capacity - remote_count(w);
   h->blocks_handed += remote_count(w);
-  queue_push_front(h, s);
   return true;
 }
 
@@ -131,7 +143,7 @@ void reattach_ready(Heap* h) {
   LockGuard guard(h->lock);
   for (Slab *s = h->ready, *next; s; s = next) {
     next = s->next;
-    reattach_locked(h, s);
+    if (reattach(h, s, kQueued)) queue_push_front(h, s);
   }
 }
 
@@ -238,14 +250,21 @@ unsigned aligned_class(size_t size, size_t alignment) {
 // ---- freeing ----
 
 // The owner frees into its own slab; re-attaches it first if it was full.
+// It goes to the back of the queue: it gathers more frees there before it is
+// allocated from again, instead of flipping between full and not per block.
 void free_local(Heap* h, Slab* s, Block* b) {
   if (remote_state(s->remote.load(std::memory_order_relaxed)) != kAttached) {
-    LockGuard guard(h->lock);
-    if (!reattach_locked(h, s)) {
+    bool back = reattach(h, s, kDetached);
+    if (!back) {
+      LockGuard guard(h->lock);
+      back = reattach(h, s, kQueued);
+    }
+    if (!back) {
       // Being retired: impossible while b is live, so b was already free.
       report_error(ErrorKind::kDoubleFree, b, s->block_size);
       return;
     }
+    queue_push_back(h, s);
   }
   b->next = s->free;
   b->tag = block_tag(s, b);
@@ -273,9 +292,15 @@ void free_remote(Slab* s, Block* b) {
       // if it is still one of the owner's detached slabs.
       Segment* seg = segment_of(s);
       if (map_kind(uintptr_t(seg)) == kMapSegment && seg->heap == owner &&
-          s->kind == SliceKind::kSlab && s->list == SlabList::kNone &&
-          remote_state(s->remote.load(std::memory_order_acquire)) == kDetached) {
-        ready_push(owner, s);
+          s->kind == SliceKind::kSlab) {
+        // kDetached -> kQueued before linking: the owner may reattach a
+        // kDetached slab without the lock, never a kQueued one.
+        uint64_t w = s->remote.load(std::memory_order_relaxed);
+        while (remote_state(w) == kDetached &&
+               !s->remote.compare_exchange_weak(w, (w & ~kRemoteStateMask) | kQueued,
+                                                std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        }
+        if (remote_state(w) == kDetached) ready_push(owner, s);
       }
       return;
     }
@@ -328,12 +353,14 @@ void heap_abandon(Heap* h) {
         uint32_t free_count = s->capacity - s->used;
         uint64_t expected = kAttached;
         LockGuard guard(h->lock);
-        if (!s->remote.compare_exchange_strong(expected, remote_pack(s->free, free_count, kDetached),
-                                               std::memory_order_acq_rel)) {
+        bool ready = free_count >= slab_ready_threshold(s);
+        if (!s->remote.compare_exchange_strong(
+                expected, remote_pack(s->free, free_count, ready ? kQueued : kDetached),
+                std::memory_order_acq_rel)) {
           continue;  // a free raced in: collect it too
         }
         s->free = nullptr;
-        if (free_count >= slab_ready_threshold(s)) ready_push(h, s);
+        if (ready) ready_push(h, s);
         break;
       }
     }

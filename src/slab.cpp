@@ -90,12 +90,12 @@ RemoteFree slab_free_remote(Slab* s, Block* b) {
     uint64_t state = remote_state(w);
     b->next = remote_ptr(w);
     b->tag = tag;
-    if (state == kDetached && n == s->capacity) next = kRetiring;
+    if (remote_detached(w) && n == s->capacity) next = kRetiring;
     else next = remote_pack(b, n, state);
   } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_release,
                                             std::memory_order_relaxed));
-  if (remote_state(w) != kDetached) return RemoteFree::kPushed;
   if (next == kRetiring) return RemoteFree::kNowEmpty;
+  if (remote_state(w) != kDetached) return RemoteFree::kPushed;
   return n == slab_ready_threshold(s) ? RemoteFree::kNowReady : RemoteFree::kPushed;
 }
 

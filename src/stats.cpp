@@ -31,7 +31,7 @@ void walk_heaps(gr_stats_t* st) {
         uint64_t w = s.remote.load(std::memory_order_relaxed);
         size_t live;
         if (remote_state(w) == kAttached) live = s.used >= remote_count(w) ? s.used - remote_count(w) : 0;
-        else if (remote_state(w) == kDetached) live = s.capacity - remote_count(w);
+        else if (remote_detached(w)) live = s.capacity - remote_count(w);
         else live = 0;
         st->in_use += live * s.block_size;
         if (s.kind == SliceKind::kSlab && s.size_class < GR_STATS_CLASSES) {

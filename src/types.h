@@ -42,7 +42,9 @@ enum RemoteState : uint64_t {
   kAttached = 0,  // the owner allocates from it; others only push frees
   kDetached = 1,  // full: the owner left it; frees are counted, the last one retires it
   kRetiring = 2,  // every block is free; the freer that saw it is returning the slices
+  kQueued = 3,    // detached and linked in the heap's ready list (under the heap lock)
 };
+inline bool remote_detached(uint64_t w) { return (w & 1) != 0; }  // kDetached or kQueued
 inline constexpr uint64_t kRemoteStateMask = 3;
 inline constexpr uint64_t kRemotePtrMask = ((uint64_t{1} << 48) - 1) & ~uint64_t{15};
 inline constexpr unsigned kRemoteCountShift = 48;
