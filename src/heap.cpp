@@ -339,6 +339,52 @@ void heap_abandon(Heap* h) {
   g_abandoned = h;
 }
 
+// fork() child: only the forking thread survives, so every other live
+// thread heap has lost its owner for good. Give its slabs the treatment
+// heap_abandon gives a heap whose thread exited, so later frees return their
+// memory and new threads in the child reuse the heap. The owner may have been
+// stopped anywhere outside the locks (before_fork holds every heap lock), so
+// its queue links or one slab's counts may be half-updated: walk the links
+// without trusting them (validate each slab, never revisit one, bound the
+// walk) and forget the queues instead of unlinking. A block the stopped owner
+// was taking or giving back is at worst leaked. No other thread exists to
+// race with, so the atomics need no retry loops.
+void abandon_in_child(Heap* h) {
+  uint64_t now = os::now_ms();
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    Slab* s = h->queues[c].head;
+    h->queues[c] = {};
+    for (unsigned steps = 0; s && steps < (1u << 20); ++steps) {
+      Segment* seg = segment_of(s);
+      uintptr_t at = uintptr_t(s) - uintptr_t(seg->slabs);
+      if (map_kind(uintptr_t(seg)) != kMapSegment || at >= sizeof(seg->slabs) ||
+          at % sizeof(Slab) != 0 || seg->heap != h || s->kind != SliceKind::kSlab ||
+          s->list != SlabList::kQueue || s->heap != h) {
+        break;
+      }
+      Slab* next = s->next;
+      s->next = s->prev = nullptr;
+      s->list = SlabList::kNone;
+      s->fast_owner = nullptr;
+      slab_collect(s);
+      if (s->used == 0) {
+        segment_return_slices(h, s, now);
+      } else {
+        uint32_t free_count = s->capacity - s->used;
+        s->remote.store(remote_pack(s->free, free_count, kDetached), std::memory_order_relaxed);
+        s->free = nullptr;
+        list_push(h, s,
+                  free_count >= slab_ready_threshold(s) ? SlabList::kReady : SlabList::kDetached);
+      }
+      s = next;
+    }
+    direct_update(h, c);
+  }
+  h->state.store(HeapState::kAbandoned, std::memory_order_relaxed);
+  h->pool_next = g_abandoned;
+  g_abandoned = h;
+}
+
 void thread_exit(void* value) {
   auto* h = static_cast<Heap*>(value);
   if (!h || h == &g_empty_heap) return;
@@ -371,6 +417,16 @@ void heap_unlock_all(bool in_child) {
   });
   if (in_child) g_pool_lock.reset();
   else g_pool_lock.unlock();
+}
+
+void heap_abandon_others_in_child() {
+  Heap* self = heap_current();
+  heap_for_each([self](Heap* h) {
+    if (h != self && h->kind == HeapKind::kThread &&
+        h->state.load(std::memory_order_relaxed) == HeapState::kLive) {
+      abandon_in_child(h);
+    }
+  });
 }
 
 Heap* heap_registry_head() { return g_registry.load(std::memory_order_acquire); }

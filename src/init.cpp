@@ -22,6 +22,7 @@ void after_fork_parent() {
 void after_fork_child() {
   huge_reset_lock();
   heap_unlock_all(true);
+  heap_abandon_others_in_child();
   purge_after_fork_child();
 }
 
