@@ -34,6 +34,7 @@ void register_fork_handlers() {
 
 void process_start() {
   heap_process_init();
+  options_init_late();
   if (option(GR_OPTION_SHOW_STATS)) os::keep_stderr();
   purge_allow_thread();
 }
