@@ -257,8 +257,12 @@ void free_remote(Slab* s, Block* b) {
   switch (slab_free_remote(s, b)) {
     case RemoteFree::kPushed: return;
     case RemoteFree::kNowEmpty: {
-      LockGuard guard(owner->lock);
-      retire_locked(owner, s);
+      {
+        LockGuard guard(owner->lock);
+        retire_locked(owner, s);
+      }
+      // Outside the lock: the first notify starts the purge thread, and
+      // pthread_create allocates, possibly from this very heap.
       purge_notify();
       return;
     }
@@ -611,12 +615,14 @@ void heap_destroy(Heap* h) {
 }
 
 void heap_reset(Heap* h) {
-  LockGuard owner(h->owner_lock);
-  LockGuard guard(h->lock);
-  forget_slabs(h);
-  huge_release_heap(h);
-  segment_reset_all(h, os::now_ms());
-  purge_notify();
+  {
+    LockGuard owner(h->owner_lock);
+    LockGuard guard(h->lock);
+    forget_slabs(h);
+    huge_release_heap(h);
+    segment_reset_all(h, os::now_ms());
+  }
+  purge_notify();  // may start the purge thread, which allocates: no lock held
 }
 
 // ---- memory return ----
