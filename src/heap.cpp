@@ -394,7 +394,17 @@ void thread_exit(void* value) {
   if (!h || h == &g_empty_heap) return;
   heap_abandon(h);
   heap_set_current(&g_empty_heap);
-  purge_notify();
+  bool others_live = false;
+  heap_for_each([&](Heap* o) {
+    others_live |= o->kind == HeapKind::kThread &&
+                   o->state.load(std::memory_order_acquire) == HeapState::kLive;
+  });
+  // The last allocating thread is leaving: a purge thread started now, or
+  // left running, could be all that keeps the process from ending.
+  if (others_live)
+    purge_notify();
+  else
+    purge_stop();
 }
 
 std::atomic<int> g_process_state{0};  // 0 none, 1 initialising, 2 ready
