@@ -7,6 +7,7 @@
 #include "heap.h"
 #include "huge.h"
 #include "purge.h"
+#include "report.h"
 #include "segment.h"
 
 using namespace granule;
@@ -38,8 +39,13 @@ template <class Alloc>
 void* realloc_with(void* p, size_t size, Alloc alloc) {
   size_t usable = heap_usable_size(p);
   if (usable == 0) {
-    // Not a live block of ours: leave it alone rather than copy from it.
-    heap_free_slow(p);  // reports it (when asked) and changes nothing
+    // Not a live block of ours: its size is unknown, so copying from it could
+    // read past its end, and freeing it could corrupt whoever owns it. Leave
+    // it alone; the caller keeps a valid p, as after any failed realloc.
+    if (map_kind(uintptr_t(p)) == kMapNone)
+      report_error(ErrorKind::kForeignRealloc, p, 0);
+    else
+      heap_free_slow(p);  // ours but not a live block start: reports, changes nothing
     errno = EINVAL;
     return nullptr;
   }
@@ -103,7 +109,16 @@ void gr_free_sized(void* p, size_t) { gr_free(p); }
 
 void gr_free_aligned_sized(void* p, size_t, size_t) { gr_free(p); }
 
-size_t gr_usable_size(const void* p) { return p ? heap_usable_size(p) : 0; }
+size_t gr_usable_size(const void* p) {
+  if (!p) return 0;
+  size_t n = heap_usable_size(p);
+  // The hardened build aborts on reports; a size query corrupts nothing, so
+  // there it stays a quiet 0.
+  if (n == 0 && !kSecure && map_kind(uintptr_t(p)) == kMapNone) {
+    report_error(ErrorKind::kForeignUsableSize, p, 0);
+  }
+  return n;
+}
 
 void* gr_aligned_alloc(size_t alignment, size_t size) {
   if (!is_pow2(alignment)) {

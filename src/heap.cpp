@@ -371,12 +371,68 @@ void heap_abandon(Heap* h) {
   g_abandoned = h;
 }
 
+// fork() child: only the forking thread survives, so every other live
+// thread heap has lost its owner for good. Give its slabs the treatment
+// heap_abandon gives a heap whose thread exited, so later frees return their
+// memory and new threads in the child reuse the heap. The owner may have been
+// stopped anywhere outside the locks (before_fork holds every heap lock), so
+// its queue links or one slab's counts may be half-updated: walk the links
+// without trusting them (validate each slab, never revisit one, bound the
+// walk) and forget the queues instead of unlinking. A block the stopped owner
+// was taking or giving back is at worst leaked. No other thread exists to
+// race with, so the atomics need no retry loops.
+void abandon_in_child(Heap* h) {
+  uint64_t now = os::now_ms();
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    Slab* s = h->queues[c].head;
+    h->queues[c] = {};
+    for (unsigned steps = 0; s && steps < (1u << 20); ++steps) {
+      Segment* seg = segment_of(s);
+      uintptr_t at = uintptr_t(s) - uintptr_t(seg->slabs);
+      if (map_kind(uintptr_t(seg)) != kMapSegment || at >= sizeof(seg->slabs) ||
+          at % sizeof(Slab) != 0 || seg->heap != h || s->kind != SliceKind::kSlab ||
+          s->list != SlabList::kQueue || s->heap != h) {
+        break;
+      }
+      Slab* next = s->next;
+      s->next = s->prev = nullptr;
+      s->list = SlabList::kNone;
+      s->fast_owner = nullptr;
+      slab_collect(s);
+      if (s->used == 0) {
+        segment_return_slices(h, s, now);
+      } else {
+        uint32_t free_count = s->capacity - s->used;
+        s->remote.store(remote_pack(s->free, free_count, kDetached), std::memory_order_relaxed);
+        s->free = nullptr;
+        list_push(h, s,
+                  free_count >= slab_ready_threshold(s) ? SlabList::kReady : SlabList::kDetached);
+      }
+      s = next;
+    }
+    direct_update(h, c);
+  }
+  h->state.store(HeapState::kAbandoned, std::memory_order_relaxed);
+  h->pool_next = g_abandoned;
+  g_abandoned = h;
+}
+
 void thread_exit(void* value) {
   auto* h = static_cast<Heap*>(value);
   if (!h || h == &g_empty_heap) return;
   heap_abandon(h);
   heap_set_current(&g_empty_heap);
-  purge_notify();
+  bool others_live = false;
+  heap_for_each([&](Heap* o) {
+    others_live |= o->kind == HeapKind::kThread &&
+                   o->state.load(std::memory_order_acquire) == HeapState::kLive;
+  });
+  // The last allocating thread is leaving: a purge thread started now, or
+  // left running, could be all that keeps the process from ending.
+  if (others_live)
+    purge_notify();
+  else
+    purge_stop();
 }
 
 std::atomic<int> g_process_state{0};  // 0 none, 1 initialising, 2 ready
@@ -403,6 +459,16 @@ void heap_unlock_all(bool in_child) {
   });
   if (in_child) g_pool_lock.reset();
   else g_pool_lock.unlock();
+}
+
+void heap_abandon_others_in_child() {
+  Heap* self = heap_current();
+  heap_for_each([self](Heap* h) {
+    if (h != self && h->kind == HeapKind::kThread &&
+        h->state.load(std::memory_order_relaxed) == HeapState::kLive) {
+      abandon_in_child(h);
+    }
+  });
 }
 
 Heap* heap_registry_head() { return g_registry.load(std::memory_order_acquire); }
@@ -594,12 +660,14 @@ void heap_destroy(Heap* h) {
 }
 
 void heap_reset(Heap* h) {
-  LockGuard owner(h->owner_lock);
-  LockGuard guard(h->lock);
-  forget_slabs(h);
-  huge_release_heap(h);
-  segment_reset_all(h, os::now_ms());
-  purge_notify();
+  {
+    LockGuard owner(h->owner_lock);
+    LockGuard guard(h->lock);
+    forget_slabs(h);
+    huge_release_heap(h);
+    segment_reset_all(h, os::now_ms());
+  }
+  purge_notify();  // may start the purge thread, which allocates: no lock held
 }
 
 // ---- memory return ----

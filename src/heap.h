@@ -67,6 +67,9 @@ void heap_collect_current();
 // fork(): take every heap lock before, release after (reset in the child).
 void heap_lock_all();
 void heap_unlock_all(bool in_child);
+// In a fork() child, after heap_unlock_all(true): abandon the thread heaps of
+// the threads that did not survive the fork.
+void heap_abandon_others_in_child();
 
 // Visit every heap ever created (including pooled ones).
 template <class Fn>

@@ -22,6 +22,7 @@ void after_fork_parent() {
 void after_fork_child() {
   huge_reset_lock();
   heap_unlock_all(true);
+  heap_abandon_others_in_child();
   purge_after_fork_child();
 }
 
@@ -33,6 +34,7 @@ void register_fork_handlers() {
 
 void process_start() {
   heap_process_init();
+  options_init_late();
   if (option(GR_OPTION_SHOW_STATS)) os::keep_stderr();
   purge_allow_thread();
 }

@@ -51,7 +51,15 @@ static_assert(GR_OPTION_COUNT_ == 8, "extend g_options' initialiser with the new
 
 const OptionInfo& option_info(gr_option_t o) { return kOptions[o]; }
 
+namespace {
+bool g_environment_read = false;
+}
+
 void options_init() {
+  // Too early to see the environment: options_init_late reads it later,
+  // rather than the options silently keeping their defaults for good.
+  if (!os::environment_ready()) return;
+  g_environment_read = true;
   char name[64];
   for (int i = 0; i < GR_OPTION_COUNT_; ++i) {
     const OptionInfo& info = kOptions[i];
@@ -69,6 +77,10 @@ void options_init() {
     }
     g_options[i].store(v, std::memory_order_relaxed);
   }
+}
+
+void options_init_late() {
+  if (!g_environment_read) options_init();
 }
 
 }  // namespace granule

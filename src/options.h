@@ -19,6 +19,9 @@ extern std::atomic<long> g_options[GR_OPTION_COUNT_];
 inline long option(gr_option_t o) { return g_options[o].load(std::memory_order_relaxed); }
 // Parse the environment once; a value that doesn't parse warns and keeps the default.
 void options_init();
+// At start-up (constructor): read the environment if options_init ran before
+// it existed.
+void options_init_late();
 const OptionInfo& option_info(gr_option_t o);
 
 }  // namespace granule

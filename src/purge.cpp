@@ -14,6 +14,7 @@ std::atomic<uint32_t> g_epoch{0};  // futex word: bumped by notify
 std::atomic<bool> g_pending{false};
 std::atomic<int> g_thread{0};      // 0: none, 1: starting/running, 2: could not start
 std::atomic<bool> g_allowed{false};
+std::atomic<bool> g_stop{false};
 
 uint32_t interval_ms() {
   long delay = option(GR_OPTION_PURGE_DELAY);
@@ -24,6 +25,10 @@ uint32_t interval_ms() {
 
 void purge_thread(void*) {
   for (;;) {
+    if (g_stop.exchange(false, std::memory_order_acq_rel)) {
+      g_thread.store(0, std::memory_order_release);
+      return;
+    }
     uint32_t epoch = g_epoch.load(std::memory_order_acquire);
     if (!g_pending.load(std::memory_order_acquire) || option(GR_OPTION_PURGE_DELAY) < 0) {
       // Idle: nothing to return, so no periodic wake-ups.
@@ -42,7 +47,15 @@ void purge_init() {}
 
 void purge_allow_thread() { g_allowed.store(true, std::memory_order_release); }
 
+void purge_stop() {
+  if (g_thread.load(std::memory_order_acquire) != 1) return;
+  g_stop.store(true, std::memory_order_release);
+  g_epoch.fetch_add(1, std::memory_order_release);
+  os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
+}
+
 void purge_after_fork_child() {
+  g_stop.store(false, std::memory_order_relaxed);
   g_thread.store(0, std::memory_order_relaxed);
   g_pending.store(true, std::memory_order_relaxed);
 }

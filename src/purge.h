@@ -10,6 +10,10 @@ void purge_init();
 void purge_notify();
 // After the library's constructor ran: starting a thread is now safe.
 void purge_allow_thread();
+// No thread heap is live any more (the last allocating thread is exiting):
+// the purge thread quits, so that it is not the one thread keeping a process
+// alive whose threads all ended with pthread_exit. A later notify restarts it.
+void purge_stop();
 // In a fork child: the thread did not survive the fork.
 void purge_after_fork_child();
 

@@ -119,6 +119,10 @@ const char* error_name(ErrorKind kind) {
     case ErrorKind::kOverflow: return "heap buffer overflow (canary overwritten)";
     case ErrorKind::kUseAfterFree: return "write after free";
     case ErrorKind::kCorrupt: return "heap metadata corrupted";
+    case ErrorKind::kForeignRealloc:
+      return "realloc of a pointer not allocated by granule (left alone, NULL returned)";
+    case ErrorKind::kForeignUsableSize:
+      return "malloc_usable_size of a pointer not allocated by granule (0 returned)";
   }
   return "heap error";
 }

@@ -12,7 +12,16 @@ size_t format(char* buf, size_t size, const char* fmt, ...) __attribute__((forma
 void report_warning(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void report_verbose(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
-enum class ErrorKind { kInvalidFree, kDoubleFree, kInteriorFree, kOverflow, kUseAfterFree, kCorrupt };
+enum class ErrorKind {
+  kInvalidFree,
+  kDoubleFree,
+  kInteriorFree,
+  kOverflow,
+  kUseAfterFree,
+  kCorrupt,
+  kForeignRealloc,     // realloc of a pointer outside Granule's memory
+  kForeignUsableSize,  // malloc_usable_size of a pointer outside Granule's memory
+};
 // A heap error found in a free-like call: reported (once per address) when
 // SHOW_ERRORS is on; the hardened build reports always and aborts.
 void report_error(ErrorKind kind, const void* p, size_t size_class_bytes);

@@ -2,6 +2,7 @@
 // each a forwarder onto the gr_* API.
 #include <errno.h>
 #include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -11,6 +12,16 @@
 
 namespace {
 size_t page_size() { return size_t(sysconf(_SC_PAGESIZE)); }
+
+// glibc's memalign takes any alignment: it rounds one that is not a power of
+// two up to the next one, and only refuses alignments that cannot be.
+// (aligned_alloc stays strict, as C17 and glibc >= 2.38 make it.)
+void* memalign_like_glibc(size_t a, size_t n) {
+  if (a > SIZE_MAX / 2 + 1) return errno = EINVAL, nullptr;
+  size_t p2 = 1;
+  while (p2 < a) p2 <<= 1;
+  return gr_aligned_alloc(p2, n);
+}
 }  // namespace
 
 GRANULE_EXPORT void* malloc(size_t n) { return gr_malloc(n); }
@@ -20,7 +31,7 @@ GRANULE_EXPORT void* realloc(void* p, size_t n) { return gr_realloc(p, n); }
 GRANULE_EXPORT void* reallocarray(void* p, size_t n, size_t s) { return gr_reallocarray(p, n, s); }
 GRANULE_EXPORT int posix_memalign(void** out, size_t a, size_t n) { return gr_posix_memalign(out, a, n); }
 GRANULE_EXPORT void* aligned_alloc(size_t a, size_t n) { return gr_aligned_alloc(a, n); }
-GRANULE_EXPORT void* memalign(size_t a, size_t n) { return gr_aligned_alloc(a, n); }
+GRANULE_EXPORT void* memalign(size_t a, size_t n) { return memalign_like_glibc(a, n); }
 GRANULE_EXPORT void* valloc(size_t n) { return gr_aligned_alloc(page_size(), n); }
 GRANULE_EXPORT void* pvalloc(size_t n) {
   size_t ps = page_size();
@@ -38,7 +49,7 @@ GRANULE_EXPORT void* __libc_malloc(size_t n) { return gr_malloc(n); }
 GRANULE_EXPORT void* __libc_calloc(size_t n, size_t s) { return gr_calloc(n, s); }
 GRANULE_EXPORT void* __libc_realloc(void* p, size_t n) { return gr_realloc(p, n); }
 GRANULE_EXPORT void __libc_free(void* p) { gr_free(p); }
-GRANULE_EXPORT void* __libc_memalign(size_t a, size_t n) { return gr_aligned_alloc(a, n); }
+GRANULE_EXPORT void* __libc_memalign(size_t a, size_t n) { return memalign_like_glibc(a, n); }
 GRANULE_EXPORT void* __libc_valloc(size_t n) { return valloc(n); }
 GRANULE_EXPORT void* __libc_pvalloc(size_t n) { return pvalloc(n); }
 GRANULE_EXPORT int __posix_memalign(void** out, size_t a, size_t n) { return gr_posix_memalign(out, a, n); }
@@ -79,22 +90,10 @@ GRANULE_EXPORT struct mallinfo mallinfo(void) {
 
 GRANULE_EXPORT void malloc_stats(void) { gr_stats_print(); }
 
-// glibc's parameters have no Granule equivalent except the trim/purge one;
-// like glibc, accept the known ones (1) and refuse unknown ones (0).
+// glibc's tuning parameters have no Granule equivalent. Like glibc, accept
+// every parameter (unknown ones included: mallopt(3) returns 1 for them) and
+// refuse only the values glibc refuses, so programs see the same results.
 GRANULE_EXPORT int mallopt(int param, int value) {
-  switch (param) {
-    case M_TRIM_THRESHOLD:
-    case M_TOP_PAD:
-    case M_MMAP_THRESHOLD:
-    case M_MMAP_MAX:
-    case M_CHECK_ACTION:
-    case M_PERTURB:
-    case M_ARENA_TEST:
-    case M_ARENA_MAX:
-    case M_MXFAST:
-      (void)value;
-      return 1;
-    default:
-      return 0;
-  }
+  if (param == M_MXFAST && (value < 0 || size_t(value) > 80 * sizeof(size_t) / 4)) return 0;
+  return 1;
 }

@@ -48,6 +48,9 @@ bool start_thread(void (*fn)(void*), void* arg);
 // Read an environment variable without libc's getenv (safe before libc is
 // initialised). Returns a pointer to the value or nullptr.
 const char* getenv_raw(const char* name);
+// False while the C library has not set up the environment yet (malloc can
+// run that early: from an executable's .preinit_array, before libc's init).
+bool environment_ready();
 void write_stderr(const char* s, size_t n);
 // Keep a private copy of stderr, so reports at exit still reach it when the
 // program closed its own (coreutils do).

@@ -181,6 +181,8 @@ const char* getenv_raw(const char* name) {
   return nullptr;
 }
 
+bool environment_ready() { return environ != nullptr; }
+
 namespace {
 std::atomic<int> g_stderr_fd{2};
 }
