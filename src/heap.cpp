@@ -403,10 +403,11 @@ void abandon_in_child(Heap* h) {
         segment_return_slices(h, s, now);
       } else {
         uint32_t free_count = s->capacity - s->used;
-        s->remote.store(remote_pack(s->free, free_count, kDetached), std::memory_order_relaxed);
+        bool ready = free_count >= slab_ready_threshold(s);
+        s->remote.store(remote_pack(s->free, free_count, ready ? kQueued : kDetached),
+                        std::memory_order_relaxed);
         s->free = nullptr;
-        list_push(h, s,
-                  free_count >= slab_ready_threshold(s) ? SlabList::kReady : SlabList::kDetached);
+        if (ready) ready_push(h, s);
       }
       s = next;
     }
