@@ -80,7 +80,7 @@ GRANULE_API bool gr_option_set(gr_option_t option, long value);
 GRANULE_API const char* gr_option_name(gr_option_t option);
 
 /* ---- Statistics ---- */
-#define GR_STATS_CLASSES 64
+#define GR_STATS_CLASSES 96
 typedef struct gr_stats {
   size_t reserved;            /* address space held from the OS */
   size_t committed;           /* of which committed */
