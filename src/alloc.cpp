@@ -33,24 +33,28 @@ extern "C" void* gr_malloc(size_t size) {
 }
 
 extern "C" void gr_free(void* p) {
-  // Fast path: our segment, our thread's attached slab, a block start that
-  // is not already free. NULL, huge, foreign and cross-thread frees all fail
-  // one of these tests and take the slow path.
+  // Fast path: our segment, a slab's block start that is not already free.
+  // The owning thread pushes it on the slab's list; another thread pushes it
+  // on the slab's remote list (one compare-and-swap). NULL, huge, large,
+  // foreign and invalid frees fail one of these tests and take the slow path.
   uintptr_t u = uintptr_t(p);
   if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
     Slab* s = slab_at(segment_of(u), u);
     Heap* h = heap_current();
-    if (__builtin_expect(s->fast_owner == h, 1)) {
-      uint64_t off = u - uintptr_t(s->start);
-      auto* b = static_cast<Block*>(p);
-      uintptr_t tag = block_tag(s, b);
-      if (__builtin_expect(off < s->carved && off * s->div_magic < s->div_magic && b->tag != tag, 1)) {
+    uint64_t off = u - uintptr_t(s->start);
+    auto* b = static_cast<Block*>(p);
+    uintptr_t tag = block_tag(s, b);
+    if (__builtin_expect(off < s->carved && off * s->div_magic < s->div_magic && b->tag != tag, 1)) {
+      if (__builtin_expect(s->fast_owner == h, 1)) {
         b->next = s->free;
         b->tag = tag;
         s->free = b;
         if (__builtin_expect(--s->used != 0, 1)) return;
         return heap_slab_empty(h, s);
       }
+      // Tail and free slices keep stale fields: only a live slab's head
+      // descriptor says kSlab.
+      if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(s, b);
     }
   }
   heap_free_slow(p);

@@ -539,6 +539,8 @@ void* heap_malloc_slow(size_t size) {
   return heap_alloc(h, size);
 }
 
+void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
+
 void heap_slab_empty(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
   if (q.head == s && q.tail == s) return;  // keep one slab per class: no thrash at a boundary

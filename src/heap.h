@@ -40,6 +40,8 @@ void* heap_malloc_slow(size_t size);
 
 // --- free of anything the fast path did not take ---
 void heap_free_slow(void* p);
+// A valid block of a slab another heap owns (checked by the caller).
+void heap_free_remote(Slab* s, Block* b);
 // Owner's local free made the slab empty.
 void heap_slab_empty(Heap* h, Slab* s);
 
