@@ -16,7 +16,8 @@ namespace granule {
 // is page-aligned).
 struct HugeHeader {
   uint64_t cookie;     // kHugeLive / kHugeCached ^ address
-  size_t map_size;     // bytes reserved and committed
+  size_t map_size;     // bytes reserved
+  size_t commit_size;  // bytes from the start committed (the block ends there)
   size_t offset;       // block start - mapping start
   size_t alignment;    // of the mapping
   Heap* owner;         // first-class heap, or nullptr
@@ -60,7 +61,7 @@ void unmap(HugeHeader* hh) {
   size_t size = hh->map_size;
   map_clear(uintptr_t(hh), size);
   g_stats.reserved.sub(size);
-  g_stats.committed.sub(size);
+  g_stats.committed.sub(hh->commit_size);
   os::release(hh, size);
   bump(g_stats.os_releases);
 }
@@ -74,19 +75,45 @@ HugeHeader* header_of(uintptr_t p) {
   return reinterpret_cast<HugeHeader*>(chunk);
 }
 
-HugeHeader* take_cached(size_t map_size, size_t alignment) {
+// The smallest cached mapping that holds `need` bytes and is at most twice
+// that (the rest of it is decommitted, so a small request doesn't pin a big
+// mapping's memory).
+HugeHeader* take_cached(size_t need, size_t alignment) {
   LockGuard guard(g_huge_lock);
+  HugeHeader* best = nullptr;
   for (HugeHeader* hh = g_cache; hh; hh = hh->next) {
-    // Reuse only a close fit, so a small request doesn't pin a big mapping.
-    if (hh->map_size >= map_size && hh->map_size - map_size <= map_size / 4 &&
-        (uintptr_t(hh) & (alignment - 1)) == 0) {
-      unlink(g_cache, hh);
-      g_cache_bytes -= hh->map_size;
-      --g_cache_count;
-      return hh;
+    if (hh->map_size >= need && hh->map_size <= 2 * need &&
+        (uintptr_t(hh) & (alignment - 1)) == 0 && (!best || hh->map_size < best->map_size)) {
+      best = hh;
     }
   }
-  return nullptr;
+  if (best) {
+    unlink(g_cache, best);
+    g_cache_bytes -= best->commit_size;
+    --g_cache_count;
+  }
+  return best;
+}
+
+// Make exactly [0, need) of a reused mapping committed. False if the OS
+// refuses (the mapping is then released).
+bool fit_cached(HugeHeader* hh, size_t need) {
+  char* base = reinterpret_cast<char*>(hh);
+  if (hh->commit_size < need) {
+    if (!os::commit(base + hh->commit_size, need - hh->commit_size)) {
+      unmap(hh);
+      return false;
+    }
+    bump(g_stats.os_commits);
+    g_stats.committed.add(need - hh->commit_size);
+    hh->commit_size = need;
+  } else if (hh->commit_size - need >= kSliceSize) {
+    os::decommit(base + need, hh->commit_size - need);
+    bump(g_stats.os_decommits);
+    g_stats.committed.sub(hh->commit_size - need);
+    hh->commit_size = need;
+  }
+  return true;
 }
 
 }  // namespace
@@ -102,7 +129,8 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
   size_t map_size = page_round(offset + size);
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
-  if (hh && zero) std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->map_size - offset);
+  if (hh && !fit_cached(hh, map_size)) hh = nullptr;
+  if (hh && zero) std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->commit_size - offset);
   if (!hh) {
     if (owner) {
       LockGuard guard(owner->lock);
@@ -128,6 +156,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
     g_stats.committed.add(map_size);
     hh = static_cast<HugeHeader*>(p);
     hh->map_size = map_size;
+    hh->commit_size = map_size;
     hh->alignment = map_align;
     hh->next = hh->prev = nullptr;
   }
@@ -135,7 +164,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
   hh->offset = offset;
   hh->owner = owner;
   g_stats.huge_blocks.add(1);
-  g_stats.huge_bytes.add(hh->map_size - offset);
+  g_stats.huge_bytes.add(hh->commit_size - offset);
   map_set(uintptr_t(hh), hh->map_size, kMapHuge, kMapHugeTail);
   if (owner) {
     LockGuard guard(owner->lock);
@@ -157,7 +186,7 @@ void huge_free(uintptr_t p) {
     return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p), 0);
   }
   g_stats.huge_blocks.sub(1);
-  g_stats.huge_bytes.sub(hh->map_size - hh->offset);
+  g_stats.huge_bytes.sub(hh->commit_size - hh->offset);
   if (Heap* owner = hh->owner) {
     LockGuard guard(owner->lock);
     unlink(owner->huge, hh);
@@ -169,11 +198,11 @@ void huge_free(uintptr_t p) {
   bool cached = false;
   if (hh->map_size <= kCacheBlockMax && option(GR_OPTION_PURGE_DELAY) != 0) {
     LockGuard guard(g_huge_lock);
-    if (g_cache_count < kCacheSlots && g_cache_bytes + hh->map_size <= limit) {
+    if (g_cache_count < kCacheSlots && g_cache_bytes + hh->commit_size <= limit) {
       hh->cookie = kHugeCached ^ uintptr_t(hh);
       hh->freed_at = os::now_ms();
       push(g_cache, hh);
-      g_cache_bytes += hh->map_size;
+      g_cache_bytes += hh->commit_size;
       ++g_cache_count;
       cached = true;
     }
@@ -185,7 +214,7 @@ void huge_free(uintptr_t p) {
 size_t huge_usable_size(uintptr_t p) {
   HugeHeader* hh = header_of(p);
   if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh))) return 0;
-  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->map_size;
+  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->commit_size;
   if (p != start) return 0;
   return end - p;
 }
@@ -200,7 +229,7 @@ void huge_release_heap(Heap* h) {
     unlink(h->huge, hh);
     h->held_bytes -= hh->map_size;
     g_stats.huge_blocks.sub(1);
-    g_stats.huge_bytes.sub(hh->map_size - hh->offset);
+    g_stats.huge_bytes.sub(hh->commit_size - hh->offset);
     unmap(hh);
   }
 }
@@ -215,7 +244,7 @@ bool huge_purge(uint64_t now, bool force) {
       next = hh->next;
       if (force || (delay >= 0 && now - hh->freed_at >= uint64_t(delay))) {
         unlink(g_cache, hh);
-        g_cache_bytes -= hh->map_size;
+        g_cache_bytes -= hh->commit_size;
         --g_cache_count;
         push(victims, hh);
       } else {
