@@ -257,8 +257,12 @@ void free_remote(Slab* s, Block* b) {
   switch (slab_free_remote(s, b)) {
     case RemoteFree::kPushed: return;
     case RemoteFree::kNowEmpty: {
-      LockGuard guard(owner->lock);
-      retire_locked(owner, s);
+      {
+        LockGuard guard(owner->lock);
+        retire_locked(owner, s);
+      }
+      // Outside the lock: the first notify starts the purge thread, and
+      // pthread_create allocates through us (the same heap, the same lock).
       purge_notify();
       return;
     }
@@ -456,7 +460,9 @@ void heap_free_slow(void* p) {
   }
   Slab* s = slab_head(slab_at(segment_of(u), u));
   if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) {
-    report_error(ErrorKind::kInvalidFree, p, 0);
+    // A retired span's head descriptor still holds its start and size.
+    bool was_span = s->kind == SliceKind::kFree && s->size_class == kClassCount && u == uintptr_t(s->start);
+    report_error(was_span ? ErrorKind::kDoubleFree : ErrorKind::kInvalidFree, p, was_span ? s->block_size : 0);
     return;
   }
   uint64_t off = u - uintptr_t(s->start);

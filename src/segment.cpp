@@ -90,6 +90,7 @@ Segment* segment_create(Heap* h) {
   seg->committed_mask = 0;
   seg->purge_mask = 0;
   seg->empty_since = 0;
+  seg->retired_spans = 0;
   if constexpr (kSecure) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
                      os::info().page_size);
@@ -135,12 +136,15 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
   Segment* found = nullptr;
   int first = -1;
   // Prefer slices that are still committed (no page faults, no OS call),
-  // then any free run; segments are few per heap.
-  for (int pass = 0; pass < 2 && first < 0; ++pass) {
+  // then any free run; segments are few per heap. Slices of retired spans
+  // come last: while they stay free, a second free of the span is caught
+  // instead of freeing whatever block would start at the same address.
+  for (int pass = 0; pass < 3 && first < 0; ++pass) {
     for (Segment* seg = h->segments; seg; seg = seg->next) {
       uint64_t free = seg->free_mask;
       if (avoid_slice0) free &= ~uint64_t{1};
       if (pass == 0) free &= seg->committed_mask;
+      if (pass < 2) free &= ~seg->retired_spans;
       int f = find_run(free, count);
       if (f >= 0) {
         found = seg, first = f;
@@ -157,6 +161,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
   if (!commit_slices(found, bits & ~found->committed_mask)) return nullptr;
   found->free_mask &= ~bits;
   found->purge_mask &= ~bits;
+  found->retired_spans &= ~bits;
   found->empty_since = 0;
   Slab* head = &found->slabs[first];
   for (unsigned i = 1; i < count; ++i) {
@@ -175,6 +180,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
 void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   Segment* seg = segment_of(head);
   unsigned first = slice_index(head), count = head->slice_count;
+  bool span = head->kind == SliceKind::kLarge;
   for (unsigned i = 0; i < count; ++i) {
     Slab* s = head + i;
     s->kind = SliceKind::kFree;
@@ -187,6 +193,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   uint64_t bits = run_bits(first, count);
   seg->free_mask |= bits;
   seg->purge_mask |= bits & seg->committed_mask;
+  if (span) seg->retired_spans |= bits;
   if (seg->free_mask == kAllSlices) seg->empty_since = now;
   if (option(GR_OPTION_PURGE_DELAY) == 0) segment_purge(h, now, true);
 }
@@ -233,6 +240,7 @@ void segment_reset_all(Heap* h, uint64_t now) {
     }
     seg->free_mask = kAllSlices;
     seg->purge_mask = seg->committed_mask;
+    seg->retired_spans = 0;
     seg->empty_since = now;
   }
   h->held_bytes = 0;
