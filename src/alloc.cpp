@@ -17,6 +17,7 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
 }  // namespace
 
 extern "C" void* gr_malloc(size_t size) {
+  if constexpr (kSecure) return malloc_slow(size);  // every check lives on the slow path
   // Fast path: one TLS load, one table lookup, pop the slab's free list.
   Heap* h = heap_current();
   if (__builtin_expect(size <= kDirectMax, 1)) {
@@ -36,6 +37,7 @@ extern "C" void gr_free(void* p) {
   // Fast path: our segment, our thread's attached slab, a block start that
   // is not already free. NULL, huge, foreign and cross-thread frees all fail
   // one of these tests and take the slow path.
+  if constexpr (kSecure) return heap_free_slow(p);
   uintptr_t u = uintptr_t(p);
   if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
     Slab* s = slab_at(segment_of(u), u);

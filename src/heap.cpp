@@ -10,6 +10,7 @@
 #include "os/os.h"
 #include "purge.h"
 #include "report.h"
+#include "secure.h"
 #include "segment.h"
 #include "stats.h"
 
@@ -171,6 +172,7 @@ Slab* new_slab(Heap* h, unsigned c) {
 }
 
 inline void* pop(Slab* s) {
+  if constexpr (kSecure) return secure::pop(s);
   Block* b = s->free;
   s->free = b->next;
   s->used++;
@@ -202,6 +204,7 @@ void* alloc_class(Heap* h, unsigned c) {
 
 void* alloc_large(Heap* h, size_t size, size_t alignment) {
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
+  if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
   size_t slices = (need + kSliceSize - 1) >> kSliceShift;
   if (slices >= kSlicesPerSegment) return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
   Slab* s;
@@ -211,6 +214,7 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
     s = segment_take_slices(h, unsigned(slices), true);
     if (!s) return nullptr;
     slab_init_large(s, h, next_key(h));
+    if constexpr (kSecure) secure::span_alloc(s);
     // Born detached: its one free returns the span.
     s->remote.store(kDetached, std::memory_order_relaxed);
     list_push(h, s, SlabList::kDetached);
@@ -227,7 +231,8 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
 // Smallest class whose blocks are all aligned to `alignment` (slab starts
 // are 16 KiB-aligned at least), or kClassCount.
 unsigned aligned_class(size_t size, size_t alignment) {
-  if (alignment > kSegmentHeaderSize || size > kMediumMax) return kClassCount;
+  constexpr size_t kSlabStartAlign = kSegmentHeaderSize & (~kSegmentHeaderSize + 1);
+  if (alignment > kSlabStartAlign || size > kMediumMax) return kClassCount;
   for (unsigned c = size_class_of(size < alignment ? alignment : size); c < kClassCount; ++c) {
     if (class_block_size(c) % alignment == 0) return c;
   }
@@ -246,7 +251,7 @@ void free_local(Heap* h, Slab* s, Block* b) {
       return;
     }
   }
-  b->next = s->free;
+  block_set_next(s, b, s->free);
   b->tag = block_tag(s, b);
   s->free = b;
   if (--s->used == 0) heap_slab_empty(h, s);
@@ -415,6 +420,10 @@ Heap* heap_thread_init() {
 }
 
 void* heap_alloc(Heap* h, size_t size) {
+  if constexpr (kSecure) {
+    if (size > kMaxRequest) return nullptr;
+    size += kCanarySize;
+  }
   if (size <= kMediumMax) return alloc_class(h, size_class_of(size));
   if (size <= kLargeMax) return alloc_large(h, size, kMinAlign);
   if (size > kMaxRequest) return nullptr;
@@ -424,6 +433,7 @@ void* heap_alloc(Heap* h, size_t size) {
 void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
   if (alignment <= kMinAlign) return heap_alloc(h, size);
   if (size > kMaxRequest || alignment > kMaxRequest) return nullptr;
+  if constexpr (kSecure) size += kCanarySize;
   unsigned c = aligned_class(size, alignment);
   if (c < kClassCount) return alloc_class(h, c);
   if (size <= kLargeMax) return alloc_large(h, size, alignment);
@@ -476,7 +486,9 @@ void heap_free_slow(void* p) {
     return;
   }
   auto* b = reinterpret_cast<Block*>(s->start + block_off);
-  if (b->tag == block_tag(s, b)) {
+  if constexpr (kSecure) {
+    secure::on_free(s, b);
+  } else if (b->tag == block_tag(s, b)) {
     report_error(ErrorKind::kDoubleFree, p, s->block_size);
     return;
   }
@@ -496,6 +508,7 @@ size_t heap_usable_size(const void* p) {
   if (off >= s->carved) return 0;
   uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
   if (block_off != off && !(s->flags & kSlabHasAligned)) return 0;
+  if constexpr (kSecure) return secure::usable(s, block_off, off);
   return s->block_size - (off - block_off);
 }
 

@@ -94,6 +94,9 @@ Segment* segment_create(Heap* h) {
   if constexpr (kSecure) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
                      os::info().page_size);
+    // One guard per segment end (not per span) keeps the mapping count at
+    // four per segment, far from vm.max_map_count.
+    os::protect_none(reinterpret_cast<char*>(seg) + kSegmentSize - kGuardSize, kGuardSize);
   }
   seg->prev = nullptr;
   seg->next = h->segments;

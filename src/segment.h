@@ -50,6 +50,9 @@ bool segment_reserve_ahead(Heap* h, size_t bytes);
 inline size_t slices_bytes(unsigned first, unsigned count) {
   size_t end = size_t(first + count) << kSliceShift;
   size_t begin = first == 0 ? kSegmentHeaderSize : size_t(first) << kSliceShift;
+  if constexpr (kSecure) {
+    if (first + count == kSlicesPerSegment) end -= kGuardSize;
+  }
   return end - begin;
 }
 
