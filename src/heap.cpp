@@ -203,6 +203,9 @@ void* alloc_class(Heap* h, unsigned c) {
 }
 
 void* alloc_large(Heap* h, size_t size, size_t alignment) {
+  // aligned_alloc(64 KiB, 0) would ask for a span of no slice (a division by
+  // zero), and with a larger alignment could land just past its span.
+  if (size == 0) size = 1;
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
   if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
   size_t slices = (need + kSliceSize - 1) >> kSliceShift;

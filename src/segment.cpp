@@ -9,20 +9,20 @@
 
 namespace granule {
 
-constinit std::atomic<uint8_t> g_segment_map[kMapEntries];
+constinit uint8_t g_segment_map[kMapEntries];
 
 void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest) {
   uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
   if (end > kMapEntries) end = kMapEntries;
   // Release: a thread that sees the entry also sees the initialised header.
-  for (uintptr_t j = i + 1; j < end; ++j) g_segment_map[j].store(rest, std::memory_order_release);
-  if (i < kMapEntries) g_segment_map[i].store(first, std::memory_order_release);
+  for (uintptr_t j = i + 1; j < end; ++j) __atomic_store_n(&g_segment_map[j], uint8_t(rest), __ATOMIC_RELEASE);
+  if (i < kMapEntries) __atomic_store_n(&g_segment_map[i], uint8_t(first), __ATOMIC_RELEASE);
 }
 
 void map_clear(uintptr_t start, size_t size) {
   uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
   if (end > kMapEntries) end = kMapEntries;
-  for (; i < end; ++i) g_segment_map[i].store(kMapNone, std::memory_order_release);
+  for (; i < end; ++i) __atomic_store_n(&g_segment_map[i], uint8_t(kMapNone), __ATOMIC_RELEASE);
 }
 
 namespace {

@@ -18,12 +18,15 @@ enum MapKind : uint8_t {
   kMapHuge,      // first chunk of a huge block's mapping
   kMapHugeTail,  // further chunks of a huge mapping
 };
-extern std::atomic<uint8_t> g_segment_map[kMapEntries];
+// Plain bytes in zeroed static storage, accessed with atomic builtins: an
+// array of 2^25 std::atomic would make clang (the sanitizer and fuzzer
+// builds) constant-evaluate 2^25 constructors for constinit.
+extern uint8_t g_segment_map[kMapEntries];
 
 // Never faults, whatever p is.
 inline unsigned map_kind(uintptr_t p) {
   uintptr_t i = p >> kSegmentShift;
-  return i < kMapEntries ? unsigned(g_segment_map[i].load(std::memory_order_relaxed)) : unsigned(kMapNone);
+  return i < kMapEntries ? unsigned(__atomic_load_n(&g_segment_map[i], __ATOMIC_RELAXED)) : unsigned(kMapNone);
 }
 void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest);
 void map_clear(uintptr_t start, size_t size);

@@ -114,3 +114,17 @@ TEST_CASE("hardened: guard pages keep the mapping count bounded") {
               segments);
   for (void* p : blocks) gr_free(p);
 }
+
+// Found by the fuzzer: a zero-byte request with an alignment above the slab
+// range asked for a span of zero slices (division by zero), or returned a
+// pointer just past its span.
+TEST_CASE("aligned allocation of zero bytes with a large alignment") {
+  for (size_t align : {size_t(32768), size_t(65536), size_t(1) << 20}) {
+    void* p = gr_aligned_alloc(align, 0);
+    REQUIRE(p != nullptr);
+    REQUIRE(uintptr_t(p) % align == 0);
+    REQUIRE(gr_owns(p));
+    REQUIRE(gr_usable_size(p) >= 1);
+    gr_free(p);
+  }
+}
