@@ -42,7 +42,7 @@ extern "C" void gr_free(void* p) {
   if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
     Slab* s = slab_at(segment_of(u), u);
     Heap* h = heap_current();
-    if (__builtin_expect(s->fast_owner == h, 1)) {
+    if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
       uint64_t off = u - uintptr_t(s->start);
       auto* b = static_cast<Block*>(p);
       uintptr_t tag = block_tag(s, b);

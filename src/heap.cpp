@@ -72,7 +72,7 @@ void queue_push_front(Heap* h, Slab* s) {
   else q.tail = s;
   q.head = s;
   s->list = SlabList::kQueue;
-  s->fast_owner = h->kind == HeapKind::kThread ? h : nullptr;
+  slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
   direct_update(h, s->size_class);
 }
 
@@ -85,7 +85,7 @@ void queue_remove(Heap* h, Slab* s) {
   else q.tail = s->prev;
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
-  s->fast_owner = nullptr;
+  slab_set_fast_owner(s, nullptr);
   if (was_head) direct_update(h, s->size_class);
 }
 
@@ -479,7 +479,7 @@ void heap_free_slow(void* p) {
     return;
   }
   uint64_t off = u - uintptr_t(s->start);
-  if (off >= s->carved) {
+  if (off >= slab_carved(s)) {
     report_error(ErrorKind::kInvalidFree, p, s->block_size);
     return;
   }
@@ -508,7 +508,7 @@ size_t heap_usable_size(const void* p) {
   Slab* s = slab_head(slab_at(segment_of(u), u));
   if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) return 0;
   uint64_t off = u - uintptr_t(s->start);
-  if (off >= s->carved) return 0;
+  if (off >= slab_carved(s)) return 0;
   uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
   if (block_off != off && !(s->flags & kSlabHasAligned)) return 0;
   if constexpr (kSecure) return secure::usable(s, block_off, off);

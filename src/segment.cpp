@@ -171,7 +171,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
     Slab* t = head + i;
     t->kind = SliceKind::kTail;
     t->head_offset = uint16_t(i);
-    t->fast_owner = nullptr;
+    slab_set_fast_owner(t, nullptr);
   }
   head->kind = SliceKind::kSlab;
   head->slice_count = uint16_t(count);
@@ -187,7 +187,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   for (unsigned i = 0; i < count; ++i) {
     Slab* s = head + i;
     s->kind = SliceKind::kFree;
-    s->fast_owner = nullptr;
+    slab_set_fast_owner(s, nullptr);
     s->free = nullptr;
     s->list = SlabList::kNone;
     s->free_since = now;

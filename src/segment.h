@@ -49,6 +49,11 @@ void segment_reset_all(Heap* h, uint64_t now);
 // Reserve segments up front for a first-class heap (bytes rounded up).
 bool segment_reserve_ahead(Heap* h, size_t bytes);
 
+// Slab::fast_owner is read by every thread's free fast path (a non-owner
+// just sees a mismatch); relaxed atomics, a plain mov on x86-64.
+inline Heap* slab_fast_owner(const Slab* s) { return __atomic_load_n(&s->fast_owner, __ATOMIC_RELAXED); }
+inline void slab_set_fast_owner(Slab* s, Heap* h) { __atomic_store_n(&s->fast_owner, h, __ATOMIC_RELAXED); }
+
 // Bytes of a slice range, as committed by the OS layer.
 inline size_t slices_bytes(unsigned first, unsigned count) {
   size_t end = size_t(first + count) << kSliceShift;

@@ -64,7 +64,9 @@ bool slab_extend(Slab* s) {
     s->free = head;
   }
   s->capacity += n;
-  s->carved += n * bs;
+  // Other threads read `carved` when they free into this slab (relaxed:
+  // the block they free was carved before they got it).
+  __atomic_store_n(&s->carved, s->carved + n * bs, __ATOMIC_RELAXED);
   return true;
 }
 
@@ -88,7 +90,9 @@ bool slab_collect(Slab* s) {
 
 RemoteFree slab_free_remote(Slab* s, Block* b) {
   uintptr_t tag = block_tag(s, b);
-  uint64_t w = s->remote.load(std::memory_order_relaxed);
+  // Acquire: having seen kDetached we read `capacity`, last written by the
+  // owner before its detaching compare-and-swap.
+  uint64_t w = s->remote.load(std::memory_order_acquire);
   uint64_t next;
   uint32_t n;
   do {
@@ -98,8 +102,8 @@ RemoteFree slab_free_remote(Slab* s, Block* b) {
     b->tag = tag;
     if (state == kDetached && n == s->capacity) next = kRetiring;
     else next = remote_pack(b, n, state);
-  } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_release,
-                                            std::memory_order_relaxed));
+  } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_acq_rel,
+                                            std::memory_order_acquire));
   if (remote_state(w) != kDetached) return RemoteFree::kPushed;
   if (next == kRetiring) return RemoteFree::kNowEmpty;
   return n == slab_ready_threshold(s) ? RemoteFree::kNowReady : RemoteFree::kPushed;

@@ -25,10 +25,13 @@ RemoteFree slab_free_remote(Slab* s, Block* b);
 // Head descriptor of the slab containing slice descriptor s (kTail → head).
 inline Slab* slab_head(Slab* s) { return s->kind == SliceKind::kTail ? s - s->head_offset : s; }
 
+// Bytes carved so far, read by a thread that may not be the owner.
+inline uint32_t slab_carved(const Slab* s) { return __atomic_load_n(&s->carved, __ATOMIC_RELAXED); }
+
 // Offset of p in the carved part of s, when p starts a block; else -1.
 inline int64_t slab_block_offset(const Slab* s, uintptr_t p) {
   uint64_t off = p - uintptr_t(s->start);
-  if (off >= s->carved) return -1;
+  if (off >= slab_carved(s)) return -1;
   // Lemire's test: off is a multiple of block_size iff off * ceil(2^64/b) < that constant.
   if (off * s->div_magic >= s->div_magic) return -1;
   return int64_t(off);
