@@ -155,13 +155,19 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
       }
     }
   }
-  if (first < 0) {
+  bool created = first < 0;
+  if (created) {
     found = segment_create(h);
     if (!found) return nullptr;
     first = avoid_slice0 ? 1 : 0;
   }
   uint64_t bits = run_bits(unsigned(first), count);
-  if (!commit_slices(found, bits & ~found->committed_mask)) return nullptr;
+  if (!commit_slices(found, bits & ~found->committed_mask)) {
+    // A segment made for this request would stay empty with empty_since 0,
+    // which purging never releases: give it back now.
+    if (created) segment_destroy(h, found);
+    return nullptr;
+  }
   found->free_mask &= ~bits;
   found->purge_mask &= ~bits;
   found->retired_spans &= ~bits;
