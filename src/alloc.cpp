@@ -17,6 +17,7 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
 }  // namespace
 
 extern "C" void* gr_malloc(size_t size) {
+  if constexpr (kSecure) return malloc_slow(size);  // every check lives on the slow path
   // Fast path: one TLS load, one table lookup, pop the slab's free list.
   Heap* h = heap_current();
   if (__builtin_expect(size <= kDirectMax, 1)) {
@@ -37,6 +38,7 @@ extern "C" void gr_free(void* p) {
   // The owning thread pushes it on the slab's list; another thread pushes it
   // on the slab's remote list (one compare-and-swap). NULL, huge, large,
   // foreign and invalid frees fail one of these tests and take the slow path.
+  if constexpr (kSecure) return heap_free_slow(p);  // every check lives on the slow path
   uintptr_t u = uintptr_t(p);
   if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
     Slab* s = slab_at(segment_of(u), u);
@@ -44,8 +46,8 @@ extern "C" void gr_free(void* p) {
     uint64_t off = u - uintptr_t(s->start);
     auto* b = static_cast<Block*>(p);
     uintptr_t tag = block_tag(s, b);
-    if (__builtin_expect(off < s->carved && off * s->div_magic < s->div_magic && b->tag != tag, 1)) {
-      if (__builtin_expect(s->fast_owner == h, 1)) {
+    if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic && b->tag != tag, 1)) {
+      if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
         b->next = s->free;
         b->tag = tag;
         s->free = b;

@@ -6,6 +6,12 @@
 
 namespace granule {
 
+#if defined(GRANULE_SECURE)
+inline constexpr bool kSecure = true;
+#else
+inline constexpr bool kSecure = false;
+#endif
+
 // Segments: aligned to their own size, so any pointer finds its segment by
 // masking. 4 MiB keeps the per-thread floor small while amortising the OS.
 inline constexpr unsigned kSegmentShift = 22;
@@ -20,8 +26,14 @@ inline constexpr unsigned kSlicesPerSegment = kSegmentSize / kSliceSize;  // 64:
 static_assert(kSlicesPerSegment == 64);
 
 // The segment header (metadata and slab descriptors) sits in the first
-// 16 KiB; in the hardened build its last page is a guard page.
-inline constexpr size_t kSegmentHeaderSize = 16 * 1024;
+// 16 KiB; the hardened build adds an allocation bitmap (48 KiB in all), and
+// its last page is a guard page.
+inline constexpr size_t kSegmentHeaderSize = (kSecure ? 48 : 16) * 1024;
+
+// Hardened build: a guard page closes every segment and huge mapping, and
+// the last bytes of every slab block hold a canary checked on free.
+inline constexpr size_t kGuardSize = 4096;
+inline constexpr size_t kCanarySize = kSecure ? 8 : 0;
 
 // User space is below 2^47 on x86-64 (4-level paging) and on Windows.
 inline constexpr unsigned kAddressBits = 47;
@@ -36,12 +48,6 @@ inline constexpr size_t kMinAlign = 16;            // every block, as glibc does
 
 // Largest request we attempt at all (leaves room for rounding).
 inline constexpr size_t kMaxRequest = (size_t{1} << kAddressBits) - kSegmentSize * 2;
-
-#if defined(GRANULE_SECURE)
-inline constexpr bool kSecure = true;
-#else
-inline constexpr bool kSecure = false;
-#endif
 
 #if defined(_WIN32)
 inline constexpr bool kWindows = true;

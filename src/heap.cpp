@@ -10,6 +10,7 @@
 #include "os/os.h"
 #include "purge.h"
 #include "report.h"
+#include "secure.h"
 #include "segment.h"
 #include "stats.h"
 
@@ -71,7 +72,7 @@ void queue_push_front(Heap* h, Slab* s) {
   else q.tail = s;
   q.head = s;
   s->list = SlabList::kQueue;
-  s->fast_owner = h->kind == HeapKind::kThread ? h : nullptr;
+  slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
   direct_update(h, s->size_class);
 }
 
@@ -84,7 +85,7 @@ void queue_remove(Heap* h, Slab* s) {
   else q.tail = s->prev;
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
-  s->fast_owner = nullptr;
+  slab_set_fast_owner(s, nullptr);
   if (was_head) direct_update(h, s->size_class);
 }
 
@@ -119,7 +120,7 @@ void queue_push_back(Heap* h, Slab* s) {
   else q.head = s;
   q.tail = s;
   s->list = SlabList::kQueue;
-  s->fast_owner = h->kind == HeapKind::kThread ? h : nullptr;
+  slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
   if (q.head == s) direct_update(h, s->size_class);
 }
 
@@ -184,6 +185,7 @@ Slab* new_slab(Heap* h, unsigned c) {
 }
 
 inline void* pop(Slab* s) {
+  if constexpr (kSecure) return secure::pop(s);
   Block* b = s->free;
   s->free = b->next;
   s->used++;
@@ -214,7 +216,11 @@ void* alloc_class(Heap* h, unsigned c) {
 }
 
 void* alloc_large(Heap* h, size_t size, size_t alignment) {
+  // aligned_alloc(64 KiB, 0) would ask for a span of no slice (a division by
+  // zero), and with a larger alignment could land just past its span.
+  if (size == 0) size = 1;
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
+  if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
   size_t slices = (need + kSliceSize - 1) >> kSliceShift;
   if (slices >= kSlicesPerSegment) return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
   Slab* s;
@@ -224,6 +230,7 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
     s = segment_take_slices(h, unsigned(slices), true);
     if (!s) return nullptr;
     slab_init_large(s, h, next_key(h));
+    if constexpr (kSecure) secure::span_alloc(s);
     // Born detached: its one free returns the span.
     s->remote.store(kDetached, std::memory_order_relaxed);
   }
@@ -240,7 +247,8 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
 // Smallest class whose blocks are all aligned to `alignment` (slab starts
 // are 16 KiB-aligned at least), or kClassCount.
 unsigned aligned_class(size_t size, size_t alignment) {
-  if (alignment > kSegmentHeaderSize || size > kMediumMax) return kClassCount;
+  constexpr size_t kSlabStartAlign = kSegmentHeaderSize & (~kSegmentHeaderSize + 1);
+  if (alignment > kSlabStartAlign || size > kMediumMax) return kClassCount;
   for (unsigned c = size_class_of(size < alignment ? alignment : size); c < kClassCount; ++c) {
     if (class_block_size(c) % alignment == 0) return c;
   }
@@ -266,7 +274,7 @@ void free_local(Heap* h, Slab* s, Block* b) {
     }
     queue_push_back(h, s);
   }
-  b->next = s->free;
+  block_set_next(s, b, s->free);
   b->tag = block_tag(s, b);
   s->free = b;
   if (--s->used == 0) heap_slab_empty(h, s);
@@ -397,7 +405,7 @@ void abandon_in_child(Heap* h) {
       Slab* next = s->next;
       s->next = s->prev = nullptr;
       s->list = SlabList::kNone;
-      s->fast_owner = nullptr;
+      slab_set_fast_owner(s, nullptr);
       slab_collect(s);
       if (s->used == 0) {
         segment_return_slices(h, s, now);
@@ -515,6 +523,10 @@ Heap* heap_thread_init() {
 }
 
 void* heap_alloc(Heap* h, size_t size) {
+  if constexpr (kSecure) {
+    if (size > kMaxRequest) return nullptr;
+    size += kCanarySize;
+  }
   if (size <= kMediumMax) return alloc_class(h, size_class_of(size));
   if (size <= kLargeMax) return alloc_large(h, size, kMinAlign);
   if (size > kMaxRequest) return nullptr;
@@ -524,6 +536,7 @@ void* heap_alloc(Heap* h, size_t size) {
 void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
   if (alignment <= kMinAlign) return heap_alloc(h, size);
   if (size > kMaxRequest || alignment > kMaxRequest) return nullptr;
+  if constexpr (kSecure) size += kCanarySize;
   unsigned c = aligned_class(size, alignment);
   if (c < kClassCount) return alloc_class(h, c);
   if (size <= kLargeMax) return alloc_large(h, size, alignment);
@@ -568,7 +581,7 @@ void heap_free_slow(void* p) {
     return;
   }
   uint64_t off = u - uintptr_t(s->start);
-  if (off >= s->carved) {
+  if (off >= slab_carved(s)) {
     report_error(ErrorKind::kInvalidFree, p, s->block_size);
     return;
   }
@@ -578,7 +591,9 @@ void heap_free_slow(void* p) {
     return;
   }
   auto* b = reinterpret_cast<Block*>(s->start + block_off);
-  if (b->tag == block_tag(s, b)) {
+  if constexpr (kSecure) {
+    secure::on_free(s, b);
+  } else if (b->tag == block_tag(s, b)) {
     report_error(ErrorKind::kDoubleFree, p, s->block_size);
     return;
   }
@@ -595,9 +610,10 @@ size_t heap_usable_size(const void* p) {
   Slab* s = slab_head(slab_at(segment_of(u), u));
   if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) return 0;
   uint64_t off = u - uintptr_t(s->start);
-  if (off >= s->carved) return 0;
+  if (off >= slab_carved(s)) return 0;
   uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
   if (block_off != off && !(s->flags & kSlabHasAligned)) return 0;
+  if constexpr (kSecure) return secure::usable(s, block_off, off);
   return s->block_size - (off - block_off);
 }
 

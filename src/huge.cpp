@@ -38,6 +38,9 @@ HugeHeader* g_cache = nullptr;
 size_t g_cache_bytes = 0;
 unsigned g_cache_count = 0;
 
+// The hardened build ends every huge mapping with a guard page.
+inline constexpr size_t kHugeGuard = kSecure ? kGuardSize : 0;
+
 inline size_t page_round(size_t n) {
   size_t ps = os::info().page_size;
   return (n + ps - 1) & ~(ps - 1);
@@ -82,7 +85,9 @@ HugeHeader* take_cached(size_t need, size_t alignment) {
   LockGuard guard(g_huge_lock);
   HugeHeader* best = nullptr;
   for (HugeHeader* hh = g_cache; hh; hh = hh->next) {
-    if (hh->map_size >= need && hh->map_size <= 2 * need &&
+    // Hardened: only an exact fit, so the guard page stays right after the block.
+    bool fits = kSecure ? hh->map_size == need : hh->map_size >= need && hh->map_size <= 2 * need;
+    if (fits &&
         (uintptr_t(hh) & (alignment - 1)) == 0 && (!best || hh->map_size < best->map_size)) {
       best = hh;
     }
@@ -126,11 +131,11 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
   size_t ps = os::info().page_size;
   size_t offset = alignment > ps ? alignment : ps;
   if (size > kMaxRequest || offset > kMaxRequest) return nullptr;
-  size_t map_size = page_round(offset + size);
+  size_t map_size = page_round(offset + size) + kHugeGuard;
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
   if (hh && !fit_cached(hh, map_size)) hh = nullptr;
-  if (hh && zero) std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->commit_size - offset);
+  if (hh && zero) std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->commit_size - kHugeGuard - offset);
   if (!hh) {
     if (owner) {
       LockGuard guard(owner->lock);
@@ -151,6 +156,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
       return nullptr;
     }
     bump(g_stats.os_commits);
+    if constexpr (kSecure) os::protect_none(static_cast<char*>(p) + map_size - kHugeGuard, kHugeGuard);
     if (option(GR_OPTION_LARGE_PAGES)) os::advise_huge(p, map_size);
     g_stats.reserved.add(map_size);
     g_stats.committed.add(map_size);
@@ -177,13 +183,13 @@ void huge_free(uintptr_t p) {
   HugeHeader* hh = header_of(p);
   if (!hh) return report_error(ErrorKind::kInvalidFree, reinterpret_cast<void*>(p), 0);
   if (hh->cookie == (kHugeCached ^ uintptr_t(hh)) && p == uintptr_t(hh) + hh->offset) {
-    return report_error(ErrorKind::kDoubleFree, reinterpret_cast<void*>(p), 0);
+    return report_error(ErrorKind::kDoubleFree, reinterpret_cast<void*>(p), hh->map_size - hh->offset);
   }
   if (hh->cookie != (kHugeLive ^ uintptr_t(hh))) {
     return report_error(ErrorKind::kCorrupt, reinterpret_cast<void*>(p), 0);
   }
   if (p != uintptr_t(hh) + hh->offset) {
-    return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p), 0);
+    return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p), hh->map_size - hh->offset);
   }
   g_stats.huge_blocks.sub(1);
   g_stats.huge_bytes.sub(hh->commit_size - hh->offset);
@@ -199,6 +205,10 @@ void huge_free(uintptr_t p) {
   if (hh->map_size <= kCacheBlockMax && option(GR_OPTION_PURGE_DELAY) != 0) {
     LockGuard guard(g_huge_lock);
     if (g_cache_count < kCacheSlots && g_cache_bytes + hh->commit_size <= limit) {
+      // Hardened: a cached block must not show its old contents.
+      if constexpr (kSecure) {
+        os::decommit(reinterpret_cast<char*>(hh) + hh->offset, hh->commit_size - kHugeGuard - hh->offset);
+      }
       hh->cookie = kHugeCached ^ uintptr_t(hh);
       hh->freed_at = os::now_ms();
       push(g_cache, hh);
@@ -214,7 +224,7 @@ void huge_free(uintptr_t p) {
 size_t huge_usable_size(uintptr_t p) {
   HugeHeader* hh = header_of(p);
   if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh))) return 0;
-  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->commit_size;
+  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->commit_size - kHugeGuard;
   if (p != start) return 0;
   return end - p;
 }

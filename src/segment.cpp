@@ -9,20 +9,20 @@
 
 namespace granule {
 
-constinit std::atomic<uint8_t> g_segment_map[kMapEntries];
+constinit uint8_t g_segment_map[kMapEntries];
 
 void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest) {
   uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
   if (end > kMapEntries) end = kMapEntries;
   // Release: a thread that sees the entry also sees the initialised header.
-  for (uintptr_t j = i + 1; j < end; ++j) g_segment_map[j].store(rest, std::memory_order_release);
-  if (i < kMapEntries) g_segment_map[i].store(first, std::memory_order_release);
+  for (uintptr_t j = i + 1; j < end; ++j) __atomic_store_n(&g_segment_map[j], uint8_t(rest), __ATOMIC_RELEASE);
+  if (i < kMapEntries) __atomic_store_n(&g_segment_map[i], uint8_t(first), __ATOMIC_RELEASE);
 }
 
 void map_clear(uintptr_t start, size_t size) {
   uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
   if (end > kMapEntries) end = kMapEntries;
-  for (; i < end; ++i) g_segment_map[i].store(kMapNone, std::memory_order_release);
+  for (; i < end; ++i) __atomic_store_n(&g_segment_map[i], uint8_t(kMapNone), __ATOMIC_RELEASE);
 }
 
 namespace {
@@ -94,6 +94,9 @@ Segment* segment_create(Heap* h) {
   if constexpr (kSecure) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
                      os::info().page_size);
+    // One guard per segment end (not per span) keeps the mapping count at
+    // four per segment, far from vm.max_map_count.
+    os::protect_none(reinterpret_cast<char*>(seg) + kSegmentSize - kGuardSize, kGuardSize);
   }
   seg->prev = nullptr;
   seg->next = h->segments;
@@ -152,13 +155,19 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
       }
     }
   }
-  if (first < 0) {
+  bool created = first < 0;
+  if (created) {
     found = segment_create(h);
     if (!found) return nullptr;
     first = avoid_slice0 ? 1 : 0;
   }
   uint64_t bits = run_bits(unsigned(first), count);
-  if (!commit_slices(found, bits & ~found->committed_mask)) return nullptr;
+  if (!commit_slices(found, bits & ~found->committed_mask)) {
+    // A segment made for this request would stay empty with empty_since 0,
+    // which purging never releases: give it back now.
+    if (created) segment_destroy(h, found);
+    return nullptr;
+  }
   found->free_mask &= ~bits;
   found->purge_mask &= ~bits;
   found->retired_spans &= ~bits;
@@ -168,7 +177,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
     Slab* t = head + i;
     t->kind = SliceKind::kTail;
     t->head_offset = uint16_t(i);
-    t->fast_owner = nullptr;
+    slab_set_fast_owner(t, nullptr);
   }
   head->kind = SliceKind::kSlab;
   head->slice_count = uint16_t(count);
@@ -184,7 +193,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   for (unsigned i = 0; i < count; ++i) {
     Slab* s = head + i;
     s->kind = SliceKind::kFree;
-    s->fast_owner = nullptr;
+    slab_set_fast_owner(s, nullptr);
     s->free = nullptr;
     s->list = SlabList::kNone;
     s->free_since = now;

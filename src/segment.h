@@ -18,12 +18,15 @@ enum MapKind : uint8_t {
   kMapHuge,      // first chunk of a huge block's mapping
   kMapHugeTail,  // further chunks of a huge mapping
 };
-extern std::atomic<uint8_t> g_segment_map[kMapEntries];
+// Plain bytes in zeroed static storage, accessed with atomic builtins: an
+// array of 2^25 std::atomic would make clang (the sanitizer and fuzzer
+// builds) constant-evaluate 2^25 constructors for constinit.
+extern uint8_t g_segment_map[kMapEntries];
 
 // Never faults, whatever p is.
 inline unsigned map_kind(uintptr_t p) {
   uintptr_t i = p >> kSegmentShift;
-  return i < kMapEntries ? unsigned(g_segment_map[i].load(std::memory_order_relaxed)) : unsigned(kMapNone);
+  return i < kMapEntries ? unsigned(__atomic_load_n(&g_segment_map[i], __ATOMIC_RELAXED)) : unsigned(kMapNone);
 }
 void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest);
 void map_clear(uintptr_t start, size_t size);
@@ -46,10 +49,18 @@ void segment_reset_all(Heap* h, uint64_t now);
 // Reserve segments up front for a first-class heap (bytes rounded up).
 bool segment_reserve_ahead(Heap* h, size_t bytes);
 
+// Slab::fast_owner is read by every thread's free fast path (a non-owner
+// just sees a mismatch); relaxed atomics, a plain mov on x86-64.
+inline Heap* slab_fast_owner(const Slab* s) { return __atomic_load_n(&s->fast_owner, __ATOMIC_RELAXED); }
+inline void slab_set_fast_owner(Slab* s, Heap* h) { __atomic_store_n(&s->fast_owner, h, __ATOMIC_RELAXED); }
+
 // Bytes of a slice range, as committed by the OS layer.
 inline size_t slices_bytes(unsigned first, unsigned count) {
   size_t end = size_t(first + count) << kSliceShift;
   size_t begin = first == 0 ? kSegmentHeaderSize : size_t(first) << kSliceShift;
+  if constexpr (kSecure) {
+    if (first + count == kSlicesPerSegment) end -= kGuardSize;
+  }
   return end - begin;
 }
 

@@ -1,5 +1,6 @@
 #include "slab.h"
 
+#include "secure.h"
 #include "size_classes.h"
 
 namespace granule {
@@ -23,6 +24,7 @@ void init_common(Slab* s, Heap* h, uint32_t block_size, uintptr_t key) {
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
   s->remote.store(kAttached, std::memory_order_relaxed);
+  if constexpr (kSecure) secure::slab_init(s);
 }
 
 }  // namespace
@@ -49,16 +51,22 @@ bool slab_extend(Slab* s) {
   uint32_t n = bs >= 4096 ? 1 : 4096 / bs;
   if (n > s->reserved - s->capacity) n = s->reserved - s->capacity;
   char* first = s->start + s->carved;
-  Block* head = s->free;
-  for (uint32_t i = n; i-- > 0;) {
-    auto* b = reinterpret_cast<Block*>(first + size_t(i) * bs);
-    b->next = head;
-    b->tag = block_tag(s, b);
-    head = b;
+  if constexpr (kSecure) {
+    secure::carve(s, first, n);
+  } else {
+    Block* head = s->free;
+    for (uint32_t i = n; i-- > 0;) {
+      auto* b = reinterpret_cast<Block*>(first + size_t(i) * bs);
+      b->next = head;
+      b->tag = block_tag(s, b);
+      head = b;
+    }
+    s->free = head;
   }
-  s->free = head;
   s->capacity += n;
-  s->carved += n * bs;
+  // Other threads read `carved` when they free into this slab (relaxed:
+  // the block they free was carved before they got it).
+  __atomic_store_n(&s->carved, s->carved + n * bs, __ATOMIC_RELAXED);
   return true;
 }
 
@@ -72,8 +80,8 @@ bool slab_collect(Slab* s) {
   uint32_t n = remote_count(w);
   if (s->free) {
     Block* tail = list;
-    while (tail->next) tail = tail->next;
-    tail->next = s->free;
+    while (Block* next = block_next(s, tail)) tail = next;
+    block_set_next(s, tail, s->free);
   }
   s->free = list;
   s->used -= n;
@@ -82,18 +90,20 @@ bool slab_collect(Slab* s) {
 
 RemoteFree slab_free_remote(Slab* s, Block* b) {
   uintptr_t tag = block_tag(s, b);
-  uint64_t w = s->remote.load(std::memory_order_relaxed);
+  // Acquire: having seen kDetached we read `capacity`, last written by the
+  // owner before its detaching compare-and-swap.
+  uint64_t w = s->remote.load(std::memory_order_acquire);
   uint64_t next;
   uint32_t n;
   do {
     n = remote_count(w) + 1;
     uint64_t state = remote_state(w);
-    b->next = remote_ptr(w);
+    block_set_next(s, b, remote_ptr(w));
     b->tag = tag;
     if (remote_detached(w) && n == s->capacity) next = kRetiring;
     else next = remote_pack(b, n, state);
-  } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_release,
-                                            std::memory_order_relaxed));
+  } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_acq_rel,
+                                            std::memory_order_acquire));
   if (next == kRetiring) return RemoteFree::kNowEmpty;
   if (remote_state(w) != kDetached) return RemoteFree::kPushed;
   return n == slab_ready_threshold(s) ? RemoteFree::kNowReady : RemoteFree::kPushed;

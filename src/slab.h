@@ -2,6 +2,7 @@
 // frees through `free` with no atomics; other threads push onto `remote`.
 #pragma once
 
+#include "report.h"
 #include "segment.h"
 #include "types.h"
 
@@ -24,10 +25,13 @@ RemoteFree slab_free_remote(Slab* s, Block* b);
 // Head descriptor of the slab containing slice descriptor s (kTail → head).
 inline Slab* slab_head(Slab* s) { return s->kind == SliceKind::kTail ? s - s->head_offset : s; }
 
+// Bytes carved so far, read by a thread that may not be the owner.
+inline uint32_t slab_carved(const Slab* s) { return __atomic_load_n(&s->carved, __ATOMIC_RELAXED); }
+
 // Offset of p in the carved part of s, when p starts a block; else -1.
 inline int64_t slab_block_offset(const Slab* s, uintptr_t p) {
   uint64_t off = p - uintptr_t(s->start);
-  if (off >= s->carved) return -1;
+  if (off >= slab_carved(s)) return -1;
   // Lemire's test: off is a multiple of block_size iff off * ceil(2^64/b) < that constant.
   if (off * s->div_magic >= s->div_magic) return -1;
   return int64_t(off);
@@ -36,7 +40,39 @@ inline int64_t slab_block_offset(const Slab* s, uintptr_t p) {
 inline uint32_t slab_block_index(const Slab* s, uint64_t off) {
   return uint32_t((static_cast<unsigned __int128>(off) * s->div_magic) >> 64);
 }
-inline uintptr_t block_tag(const Slab* s, const void* b) { return s->key ^ uintptr_t(b); }
+// Free blocks carry a tag: key ^ address in the default build; the
+// hardened build fills free blocks whole (the tag is part of the fill, so
+// reading a free block tells nothing about the key).
+inline constexpr uint64_t kFreeFill = 0xdfdfdfdfdfdfdfdfull;
+inline uintptr_t block_tag(const Slab* s, const void* b) {
+  if constexpr (kSecure) return uintptr_t(kFreeFill);
+  return s->key ^ uintptr_t(b);
+}
+
+// Free-list links. The hardened build stores them encoded with the slab's
+// secret key, so a program that overwrites a free block can't steer the
+// next allocation; a link that decodes outside the slab is reported.
+inline uintptr_t link_mask(const Slab* s, const Block* b) {
+  return s->key ^ ((uintptr_t(b) >> 4) * 0x9e3779b97f4a7c15ull);
+}
+inline Block* block_next(const Slab* s, const Block* b) {
+  if constexpr (kSecure) {
+    auto* next = reinterpret_cast<Block*>(uintptr_t(b->next) ^ link_mask(s, b));
+    if (next && slab_block_offset(s, uintptr_t(next)) < 0) {
+      report_error(ErrorKind::kCorrupt, b, s->block_size);
+      return nullptr;
+    }
+    return next;
+  }
+  return b->next;
+}
+inline void block_set_next(const Slab* s, Block* b, Block* next) {
+  if constexpr (kSecure) {
+    b->next = reinterpret_cast<Block*>(uintptr_t(next) ^ link_mask(s, b));
+  } else {
+    b->next = next;
+  }
+}
 // Detached slabs go back to the owner once this many blocks came back.
 inline uint32_t slab_ready_threshold(const Slab* s) { return (s->capacity + 7) / 8; }
 
