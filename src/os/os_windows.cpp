@@ -249,6 +249,9 @@ GRANULE_NO_LIBC_IDIOMS void copy_bytes(char* to, const char* from, size_t n) {
 }
 }  // namespace
 
+// The process environment block exists before any code of ours runs.
+bool environment_ready() { return true; }
+
 const char* getenv_raw(const char* name) {
   KeepLastError keep;
   char value[1024];
