@@ -64,17 +64,23 @@ void direct_update(Heap* h, unsigned c) {
   for (unsigned j = kDirect.first[c]; j <= kDirect.last[c]; ++j) h->direct[j] = s;
 }
 
-void queue_push_front(Heap* h, Slab* s) {
+// Link s into its class queue: at the front (allocated from next) or at the
+// back (gathers frees before its turn comes).
+void queue_insert(Heap* h, Slab* s, bool front) {
   SlabQueue& q = h->queues[s->size_class];
-  s->prev = nullptr;
-  s->next = q.head;
-  if (q.head) q.head->prev = s;
-  else q.tail = s;
-  q.head = s;
+  Slab*& end = front ? q.head : q.tail;
+  Slab*& other_end = front ? q.tail : q.head;
+  (front ? s->next : s->prev) = end;
+  (front ? s->prev : s->next) = nullptr;
+  if (end) (front ? end->prev : end->next) = s;
+  else other_end = s;
+  end = s;
   s->list = SlabList::kQueue;
   slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
-  direct_update(h, s->size_class);
+  if (q.head == s) direct_update(h, s->size_class);
 }
+void queue_push_front(Heap* h, Slab* s) { queue_insert(h, s, true); }
+void queue_push_back(Heap* h, Slab* s) { queue_insert(h, s, false); }
 
 void queue_remove(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
@@ -110,18 +116,6 @@ void ready_remove(Heap* h, Slab* s) {
   h->ready_count.fetch_sub(1, std::memory_order_relaxed);
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
-}
-
-void queue_push_back(Heap* h, Slab* s) {
-  SlabQueue& q = h->queues[s->size_class];
-  s->next = nullptr;
-  s->prev = q.tail;
-  if (q.tail) q.tail->next = s;
-  else q.head = s;
-  q.tail = s;
-  s->list = SlabList::kQueue;
-  slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
-  if (q.head == s) direct_update(h, s->size_class);
 }
 
 // The owner takes a detached slab back: its counted frees become the free
