@@ -27,34 +27,41 @@ inline uint64_t* bitmap_of(const Slab* s) {
   return reinterpret_cast<uint64_t*>(base) + size_t(slice_index(s)) * kBitmapWordsPerSlice;
 }
 
+// The owner's random stream (only the owner carves and pops).
+inline uintptr_t next_random(Heap* h) {
+  uintptr_t x = h->key_state;
+  x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+  h->key_state = x;
+  return x;
+}
+inline uintptr_t next_random(Slab* s) { return next_random(s->heap); }
+
 // A new slab: no block of it is live (a heap reset may have left bits set).
 inline void slab_init(Slab* s) {
   s->secure_bits = bitmap_of(s);
+  s->secure_tag_key = next_random(s) ^ (s->key * 0xc2b2ae3d27d4eb4full);
   std::memset(s->secure_bits, 0, size_t(s->slice_count) * kBitmapWordsPerSlice * 8);
 }
 
-// Atomic: the owner allocates while other threads free into the same words.
-inline bool bit_set(const Slab* s, uint32_t i) {
-  uint64_t m = uint64_t{1} << (i & 63);
-  return __atomic_fetch_or(&s->secure_bits[i >> 6], m, __ATOMIC_RELAXED) & m;
-}
-inline bool bit_clear(const Slab* s, uint32_t i) {
-  uint64_t m = uint64_t{1} << (i & 63);
-  return __atomic_fetch_and(&s->secure_bits[i >> 6], ~m, __ATOMIC_RELAXED) & m;
-}
+// Class slabs: only the owner writes their bits (relaxed stores, plain movs
+// on x86-64); other threads only read them. A remote free leaves its bit set
+// and marks the block (secure_remote_tag); the owner clears the bit when it
+// collects the block. Large spans (one block, freed by any thread) keep
+// atomic read-modify-writes on their own words.
+inline uint64_t* bit_word(const Slab* s, uint32_t i) { return &s->secure_bits[i >> 6]; }
 inline bool bit_test(const Slab* s, uint32_t i) {
-  return __atomic_load_n(&s->secure_bits[i >> 6], __ATOMIC_RELAXED) & (uint64_t{1} << (i & 63));
+  return __atomic_load_n(bit_word(s, i), __ATOMIC_RELAXED) & (uint64_t{1} << (i & 63));
+}
+inline void owner_bit_set(const Slab* s, uint32_t i) {
+  uint64_t* w = bit_word(s, i);
+  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) | (uint64_t{1} << (i & 63)), __ATOMIC_RELAXED);
+}
+inline void owner_bit_clear(const Slab* s, uint32_t i) {
+  uint64_t* w = bit_word(s, i);
+  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) & ~(uint64_t{1} << (i & 63)), __ATOMIC_RELAXED);
 }
 inline uint32_t index_of(const Slab* s, const void* b) {
   return slab_block_index(s, uintptr_t(b) - uintptr_t(s->start));
-}
-
-// The owner's random stream (only the owner carves and pops).
-inline uintptr_t next_random(Slab* s) {
-  uintptr_t x = s->heap->key_state;
-  x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-  s->heap->key_state = x;
-  return x;
 }
 
 inline uint64_t canary(const Slab* s, const void* b) {
@@ -87,47 +94,96 @@ inline void carve(Slab* s, char* first, uint32_t n) {
   s->free = head;
 }
 
+// Bytes at the start of a free block checked on reuse (with the canary
+// slot): a write after free lands there most often. The whole block was
+// filled on free; checking all of it doubled the cost of a small malloc.
+inline constexpr size_t kCheckedWords = 8;
+
 // Take a block from s->free (non-empty): the first or the second, at random.
-inline Block* pop(Slab* s) {
+// h is the owner (s->heap).
+inline Block* pop(Heap* h, Slab* s) {
   Block* b = s->free;
   Block* next = block_next(s, b);
-  if (next && (next_random(s) & 1)) {
+  if (next && (next_random(h) & 1)) {
     block_set_next(s, b, block_next(s, next));
     b = next;
   } else {
     s->free = next;
   }
   s->used++;
-  // Everything but the link must still hold the fill: anything else was
-  // written after the block was freed.
+  // The checked words and the canary slot must still hold the fill: anything
+  // else was written after the block was freed.
   const auto* w = reinterpret_cast<const uint64_t*>(b);
-  uint64_t diff = 0;
-  for (size_t i = 1, n = s->block_size / 8; i < n; ++i) diff |= w[i] ^ kFreeFill;
-  if (diff) report_error(ErrorKind::kUseAfterFree, b, s->block_size);
-  if (bit_set(s, index_of(s, b))) report_error(ErrorKind::kCorrupt, b, s->block_size);
+  size_t n = s->block_size / 8;
+  uint64_t diff = w[n - 1] ^ kFreeFill;
+  for (size_t i = 1, e = n < kCheckedWords ? n : kCheckedWords; i < e; ++i) diff |= w[i] ^ kFreeFill;
+  if (__builtin_expect(diff != 0, 0)) report_error(ErrorKind::kUseAfterFree, b, s->block_size);
+  uint32_t i = index_of(s, b);
+  if (__builtin_expect(bit_test(s, i), 0)) report_error(ErrorKind::kCorrupt, b, s->block_size);
+  owner_bit_set(s, i);
   b->next = reinterpret_cast<Block*>(kFreeFill);
   *canary_slot(s, b) = canary(s, b);
   return b;
 }
+inline Block* pop(Slab* s) { return pop(s->heap, s); }
 
 // A large span is handed out.
-inline void span_alloc(Slab* s) { bit_set(s, 0); }
+inline void span_alloc(Slab* s) { __atomic_fetch_or(&s->secure_bits[0], uint64_t{1}, __ATOMIC_RELAXED); }
 
-// b (a block start of live slab s) is being freed: it must be live and its
-// canary intact; its contents are wiped before it is reused.
-inline void on_free(Slab* s, Block* b) {
-  if (!bit_clear(s, index_of(s, b))) return report_error(ErrorKind::kDoubleFree, b, s->block_size);
-  if (s->kind == SliceKind::kLarge) {
-    os::decommit(s->start, s->block_size);  // reads after free see zeros
-    return;
-  }
-  if (*canary_slot(s, b) != canary(s, b)) report_error(ErrorKind::kOverflow, b, s->block_size);
+// A large span's one block is being freed (any thread).
+inline void on_free_large(Slab* s, Block* b) {
+  uint64_t m = 1;
+  if (!(__atomic_fetch_and(&s->secure_bits[0], ~m, __ATOMIC_RELAXED) & m))
+    return report_error(ErrorKind::kDoubleFree, b, s->block_size);
+  os::decommit(s->start, s->block_size);  // reads after free see zeros
+}
+
+// b (a block start of live class slab s) is being freed, by the owner
+// (local) or by another thread: it must be live (its bit set, and not
+// already freed remotely) and its canary intact; its contents are wiped.
+// The owner clears the bit now; another thread marks the block, and the
+// owner clears the bit when it collects it.
+inline void on_free(Slab* s, Block* b, bool local) {
+  uint32_t i = index_of(s, b);
+  uint64_t mark = secure_remote_tag(s, b);
+  if (__builtin_expect(!bit_test(s, i) || b->tag == mark, 0))
+    return report_error(ErrorKind::kDoubleFree, b, s->block_size);
+  if (__builtin_expect(*canary_slot(s, b) != canary(s, b), 0))
+    report_error(ErrorKind::kOverflow, b, s->block_size);
   std::memset(b, 0xdf, s->block_size);
+  if (local) owner_bit_clear(s, i);
+  else b->tag = mark;
+}
+
+// The owner takes over a list of remotely freed blocks: each must be marked
+// and still live in the bitmap (a block pushed twice shows here, if its
+// second free raced past the mark check); its bit is cleared and its mark
+// wiped. With `strict`, every block of the list must be marked; otherwise
+// the walk stops at the first unmarked block (a list that continues with an
+// abandoned owner's free blocks). Returns the last block walked.
+inline Block* collect(Slab* s, Block* list, bool strict) {
+  Block* tail = nullptr;
+  for (Block* b = list; b; b = block_next(s, b)) {
+    if (b->tag != secure_remote_tag(s, b)) {
+      if (strict) report_error(ErrorKind::kDoubleFree, b, s->block_size);
+      break;
+    }
+    uint32_t i = index_of(s, b);
+    if (!bit_test(s, i)) report_error(ErrorKind::kDoubleFree, b, s->block_size);
+    owner_bit_clear(s, i);
+    b->tag = uintptr_t(kFreeFill);
+    tail = b;
+  }
+  return tail;
 }
 
 // Usable bytes of a block at offset off in s, 0 if it is not live.
 inline size_t usable(const Slab* s, uint64_t block_off, uint64_t off) {
   if (!bit_test(s, uint32_t(block_off / s->block_size))) return 0;
+  if (s->kind == SliceKind::kSlab) {
+    const auto* b = reinterpret_cast<const Block*>(s->start + block_off);
+    if (b->tag == secure_remote_tag(s, b)) return 0;  // freed by another thread
+  }
   size_t tail = s->kind == SliceKind::kSlab ? kCanarySize : 0;
   return s->block_size - tail - (off - block_off);
 }
