@@ -94,6 +94,24 @@ inline void carve(Slab* s, char* first, uint32_t n) {
   s->free = head;
 }
 
+// Wipe a block of n bytes (a multiple of 16) with the fill: inline 16-byte
+// stores for small blocks (a libc call costs more than the stores), memset
+// for the rest.
+inline void fill(void* b, size_t n) {
+  if (n > 512) {
+    std::memset(b, 0xdf, n);
+    return;
+  }
+  typedef uint64_t v2 __attribute__((vector_size(16)));
+  v2 f = {kFreeFill, kFreeFill};
+  auto* p = static_cast<v2*>(b);
+  auto* e = p + n / 16;
+  do {
+    *p++ = f;
+    __asm__("" ::: "memory");  // keep it a loop, not a memset call
+  } while (p != e);
+}
+
 // Bytes at the start of a free block checked on reuse (with the canary
 // slot): a write after free lands there most often. The whole block was
 // filled on free; checking all of it doubled the cost of a small malloc.
@@ -104,19 +122,29 @@ inline constexpr size_t kCheckedWords = 8;
 inline Block* pop(Heap* h, Slab* s) {
   Block* b = s->free;
   Block* next = block_next(s, b);
-  if (next && (next_random(h) & 1)) {
-    block_set_next(s, b, block_next(s, next));
-    b = next;
+  if (__builtin_expect(next != nullptr, 1)) {
+    // Without a branch on the coin (it would mispredict half the time): the
+    // taken block's link is overwritten below, so b's link may be set either way.
+    Block* after = block_next(s, next);
+    uintptr_t pick = uintptr_t(0) - (next_random(h) & 1);  // all ones: take the second
+    uintptr_t ub = uintptr_t(b), un = uintptr_t(next);
+    block_set_next(s, b, reinterpret_cast<Block*>((uintptr_t(after) & pick) | (un & ~pick)));
+    s->free = reinterpret_cast<Block*>((ub & pick) | (un & ~pick));
+    b = reinterpret_cast<Block*>((un & pick) | (ub & ~pick));
   } else {
-    s->free = next;
+    s->free = nullptr;
   }
   s->used++;
   // The checked words and the canary slot must still hold the fill: anything
   // else was written after the block was freed.
   const auto* w = reinterpret_cast<const uint64_t*>(b);
-  size_t n = s->block_size / 8;
-  uint64_t diff = w[n - 1] ^ kFreeFill;
-  for (size_t i = 1, e = n < kCheckedWords ? n : kCheckedWords; i < e; ++i) diff |= w[i] ^ kFreeFill;
+  size_t n = s->block_size / 8;  // 2 at least
+  uint64_t diff = (w[1] ^ kFreeFill) | (w[n - 1] ^ kFreeFill);
+  if (__builtin_expect(n >= kCheckedWords, 1)) {
+    for (size_t i = 2; i < kCheckedWords; ++i) diff |= w[i] ^ kFreeFill;  // unrolled
+  } else {
+    for (size_t i = 2; i < n - 1; ++i) diff |= w[i] ^ kFreeFill;
+  }
   if (__builtin_expect(diff != 0, 0)) report_error(ErrorKind::kUseAfterFree, b, s->block_size);
   uint32_t i = index_of(s, b);
   if (__builtin_expect(bit_test(s, i), 0)) report_error(ErrorKind::kCorrupt, b, s->block_size);
@@ -150,7 +178,7 @@ inline void on_free(Slab* s, Block* b, bool local) {
     return report_error(ErrorKind::kDoubleFree, b, s->block_size);
   if (__builtin_expect(*canary_slot(s, b) != canary(s, b), 0))
     report_error(ErrorKind::kOverflow, b, s->block_size);
-  std::memset(b, 0xdf, s->block_size);
+  fill(b, s->block_size);
   if (local) owner_bit_clear(s, i);
   else b->tag = mark;
 }

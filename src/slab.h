@@ -50,15 +50,11 @@ inline uintptr_t block_tag(const Slab* s, const void* b) {
 }
 
 // Hardened build: a block freed by another thread carries this mark in its
-// tag word until the owner collects it (a second free sees it). Keyed and
-// mixed so that a live block holds it by chance with odds 2^-64, and its own
-// secret: reading it reveals neither the link nor the canary key.
-inline uint64_t secure_remote_tag(const Slab* s, const void* b) {
-  uint64_t x = s->secure_tag_key ^ (uintptr_t(b) * 0x9e3779b97f4a7c15ull);
-  x ^= x >> 31;
-  x *= 0xbf58476d1ce4e5b9ull;
-  return x ^ (x >> 29);
-}
+// tag word until the owner collects it (a second free sees it). A live block
+// holds it by chance with odds 2^-64. It has its own secret: a program that
+// reads it after free learns neither the link nor the canary key, at most
+// how to make a free of its own abort.
+inline uint64_t secure_remote_tag(const Slab* s, const void* b) { return s->secure_tag_key ^ uintptr_t(b); }
 
 // Free-list links. The hardened build stores them encoded with the slab's
 // secret key, so a program that overwrites a free block can't steer the
