@@ -98,18 +98,28 @@ inline void carve(Slab* s, char* first, uint32_t n) {
 // stores for small blocks (a libc call costs more than the stores), memset
 // for the rest.
 inline void fill(void* b, size_t n) {
-  if (n > 512) {
+  if (n > 1024) {
     std::memset(b, 0xdf, n);
     return;
   }
-  typedef uint64_t v2 __attribute__((vector_size(16)));
-  v2 f = {kFreeFill, kFreeFill};
-  auto* p = static_cast<v2*>(b);
-  auto* e = p + n / 16;
-  do {
-    *p++ = f;
-    __asm__("" ::: "memory");  // keep it a loop, not a memset call
-  } while (p != e);
+  // Overlapping 16-byte stores: few branches, whatever n is.
+  typedef uint64_t v2 __attribute__((vector_size(16), aligned(16)));
+  const v2 f = {kFreeFill, kFreeFill};
+  char* p = static_cast<char*>(b);
+  char* e = p + n;
+  auto st = [&](char* q) { *reinterpret_cast<v2*>(q) = f; };
+  if (n <= 32) {
+    st(p), st(e - 16);
+  } else if (n <= 64) {
+    st(p), st(p + 16), st(e - 32), st(e - 16);
+  } else {
+    do {
+      st(p), st(p + 16), st(p + 32), st(p + 48);
+      p += 64;
+      __asm__("" ::"r"(p) : "memory");  // keep it a loop, not a memset call
+    } while (p + 64 < e);
+    st(e - 64), st(e - 48), st(e - 32), st(e - 16);
+  }
 }
 
 // Bytes at the start of a free block checked on reuse (with the canary
@@ -173,14 +183,16 @@ inline void on_free_large(Slab* s, Block* b) {
 // owner clears the bit when it collects it.
 inline void on_free(Slab* s, Block* b, bool local) {
   uint32_t i = index_of(s, b);
+  uint64_t* wp = bit_word(s, i);
+  uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), m = uint64_t{1} << (i & 63);
   uint64_t mark = secure_remote_tag(s, b);
-  if (__builtin_expect(!bit_test(s, i) || b->tag == mark, 0))
+  if (__builtin_expect(!(w & m) || b->tag == mark, 0))
     return report_error(ErrorKind::kDoubleFree, b, s->block_size);
   if (__builtin_expect(*canary_slot(s, b) != canary(s, b), 0))
     report_error(ErrorKind::kOverflow, b, s->block_size);
+  if (local) __atomic_store_n(wp, w & ~m, __ATOMIC_RELAXED);
   fill(b, s->block_size);
-  if (local) owner_bit_clear(s, i);
-  else b->tag = mark;
+  if (!local) b->tag = mark;
 }
 
 // The owner takes over a list of remotely freed blocks: each must be marked
