@@ -60,15 +60,17 @@ inline void owner_bit_clear(const Slab* s, uint32_t i) {
   uint64_t* w = bit_word(s, i);
   __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) & ~(uint64_t{1} << (i & 63)), __ATOMIC_RELAXED);
 }
+// A block's bit: one per 16 bytes of the slab (the bitmap has room for
+// that), so no division by the block size.
 inline uint32_t index_of(const Slab* s, const void* b) {
-  return slab_block_index(s, uintptr_t(b) - uintptr_t(s->start));
+  return uint32_t((uintptr_t(b) - uintptr_t(s->start)) >> 4);
 }
 
 inline uint64_t canary(const Slab* s, const void* b) {
-  uint64_t x = s->key ^ (uintptr_t(b) * 0xff51afd7ed558ccdull);
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  return x ^ (x >> 29);
+  // One multiply; the fold makes the low (first overwritten) byte depend
+  // on 40 bits of key ^ address.
+  uint64_t x = (s->key ^ uintptr_t(b)) * 0xff51afd7ed558ccdull;
+  return x ^ (x >> 32);
 }
 inline uint64_t* canary_slot(const Slab* s, void* b) {
   return reinterpret_cast<uint64_t*>(static_cast<char*>(b) + s->block_size - kCanarySize);
@@ -135,7 +137,8 @@ inline Block* pop(Heap* h, Slab* s) {
   if (__builtin_expect(next != nullptr, 1)) {
     // Without a branch on the coin (it would mispredict half the time): the
     // taken block's link is overwritten below, so b's link may be set either way.
-    Block* after = block_next(s, next);
+    // Not checked here: it is checked when b, which now links to it, is popped.
+    Block* after = reinterpret_cast<Block*>(uintptr_t(next->next) ^ link_mask(s, next));
     uintptr_t pick = uintptr_t(0) - (next_random(h) & 1);  // all ones: take the second
     uintptr_t ub = uintptr_t(b), un = uintptr_t(next);
     block_set_next(s, b, reinterpret_cast<Block*>((uintptr_t(after) & pick) | (un & ~pick)));
@@ -219,7 +222,7 @@ inline Block* collect(Slab* s, Block* list, bool strict) {
 
 // Usable bytes of a block at offset off in s, 0 if it is not live.
 inline size_t usable(const Slab* s, uint64_t block_off, uint64_t off) {
-  if (!bit_test(s, uint32_t(block_off / s->block_size))) return 0;
+  if (!bit_test(s, uint32_t(block_off >> 4))) return 0;
   if (s->kind == SliceKind::kSlab) {
     const auto* b = reinterpret_cast<const Block*>(s->start + block_off);
     if (b->tag == secure_remote_tag(s, b)) return 0;  // freed by another thread
