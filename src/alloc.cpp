@@ -57,8 +57,9 @@ extern "C" void gr_free(void* p) {
       Slab* s = slab_at(segment_of(u), u);
       Heap* h = heap_current();
       uint64_t off = u - uintptr_t(s->start);
+      // Blocks filled inline only (bigger ones are filled by a memset call).
       if (__builtin_expect(slab_fast_owner(s) == h && off < slab_carved(s) &&
-                               off * s->div_magic < s->div_magic,
+                               off * s->div_magic < s->div_magic && s->block_size <= secure::kFillInline,
                            1)) {
         auto* b = static_cast<Block*>(p);
         secure::on_free(s, b, true);

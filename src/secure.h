@@ -14,6 +14,13 @@
 
 namespace granule::secure {
 
+// The hardened build's report_error prints its line and aborts: callers on
+// the hot paths need not keep anything alive across it.
+[[noreturn]] __attribute__((cold, noinline)) inline void fail(ErrorKind kind, const void* p, size_t class_bytes) {
+  report_error(kind, p, class_bytes);
+  __builtin_trap();  // not reached: the hardened report_error aborts
+}
+
 // One bit per 16 bytes of slice: enough for any class slab.
 inline constexpr size_t kBitmapOffset = (sizeof(Segment) + 63) & ~size_t{63};
 inline constexpr size_t kBitmapWordsPerSlice = kSliceSize / kMinAlign / 64;
@@ -99,8 +106,9 @@ inline void carve(Slab* s, char* first, uint32_t n) {
 // Wipe a block of n bytes (a multiple of 16) with the fill: inline 16-byte
 // stores for small blocks (a libc call costs more than the stores), memset
 // for the rest.
+inline constexpr size_t kFillInline = 1024;
 inline void fill(void* b, size_t n) {
-  if (n > 1024) {
+  if (n > kFillInline) {
     std::memset(b, 0xdf, n);
     return;
   }
@@ -158,9 +166,9 @@ inline Block* pop(Heap* h, Slab* s) {
   } else {
     for (size_t i = 2; i < n - 1; ++i) diff |= w[i] ^ kFreeFill;
   }
-  if (__builtin_expect(diff != 0, 0)) report_error(ErrorKind::kUseAfterFree, b, s->block_size);
+  if (__builtin_expect(diff != 0, 0)) fail(ErrorKind::kUseAfterFree, b, s->block_size);
   uint32_t i = index_of(s, b);
-  if (__builtin_expect(bit_test(s, i), 0)) report_error(ErrorKind::kCorrupt, b, s->block_size);
+  if (__builtin_expect(bit_test(s, i), 0)) fail(ErrorKind::kCorrupt, b, s->block_size);
   owner_bit_set(s, i);
   b->next = reinterpret_cast<Block*>(kFreeFill);
   *canary_slot(s, b) = canary(s, b);
@@ -175,7 +183,7 @@ inline void span_alloc(Slab* s) { __atomic_fetch_or(&s->secure_bits[0], uint64_t
 inline void on_free_large(Slab* s, Block* b) {
   uint64_t m = 1;
   if (!(__atomic_fetch_and(&s->secure_bits[0], ~m, __ATOMIC_RELAXED) & m))
-    return report_error(ErrorKind::kDoubleFree, b, s->block_size);
+    fail(ErrorKind::kDoubleFree, b, s->block_size);
   os::decommit(s->start, s->block_size);  // reads after free see zeros
 }
 
@@ -190,9 +198,9 @@ inline void on_free(Slab* s, Block* b, bool local) {
   uint64_t w = __atomic_load_n(wp, __ATOMIC_RELAXED), m = uint64_t{1} << (i & 63);
   uint64_t mark = secure_remote_tag(s, b);
   if (__builtin_expect(!(w & m) || b->tag == mark, 0))
-    return report_error(ErrorKind::kDoubleFree, b, s->block_size);
+    fail(ErrorKind::kDoubleFree, b, s->block_size);
   if (__builtin_expect(*canary_slot(s, b) != canary(s, b), 0))
-    report_error(ErrorKind::kOverflow, b, s->block_size);
+    fail(ErrorKind::kOverflow, b, s->block_size);
   if (local) __atomic_store_n(wp, w & ~m, __ATOMIC_RELAXED);
   fill(b, s->block_size);
   if (!local) b->tag = mark;
@@ -208,11 +216,11 @@ inline Block* collect(Slab* s, Block* list, bool strict) {
   Block* tail = nullptr;
   for (Block* b = list; b; b = block_next(s, b)) {
     if (b->tag != secure_remote_tag(s, b)) {
-      if (strict) report_error(ErrorKind::kDoubleFree, b, s->block_size);
+      if (strict) fail(ErrorKind::kDoubleFree, b, s->block_size);
       break;
     }
     uint32_t i = index_of(s, b);
-    if (!bit_test(s, i)) report_error(ErrorKind::kDoubleFree, b, s->block_size);
+    if (!bit_test(s, i)) fail(ErrorKind::kDoubleFree, b, s->block_size);
     owner_bit_clear(s, i);
     b->tag = uintptr_t(kFreeFill);
     tail = b;

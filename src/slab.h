@@ -67,7 +67,7 @@ inline Block* block_next(const Slab* s, const Block* b) {
     auto* next = reinterpret_cast<Block*>(uintptr_t(b->next) ^ link_mask(s, b));
     if (next && slab_block_offset(s, uintptr_t(next)) < 0) {
       report_error(ErrorKind::kCorrupt, b, s->block_size);
-      return nullptr;
+      __builtin_unreachable();  // the hardened report_error aborts
     }
     return next;
   }
