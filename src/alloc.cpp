@@ -58,15 +58,23 @@ extern "C" void gr_free(void* p) {
       Heap* h = heap_current();
       uint64_t off = u - uintptr_t(s->start);
       // Blocks filled inline only (bigger ones are filled by a memset call).
-      if (__builtin_expect(slab_fast_owner(s) == h && off < slab_carved(s) &&
-                               off * s->div_magic < s->div_magic && s->block_size <= secure::kFillInline,
+      if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic &&
+                               s->block_size <= secure::kFillInline,
                            1)) {
         auto* b = static_cast<Block*>(p);
-        secure::on_free(s, b, true);
-        block_set_next(s, b, s->free);
-        s->free = b;
-        if (__builtin_expect(--s->used != 0, 1)) return;
-        return heap_slab_empty(h, s);
+        if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
+          secure::on_free(s, b, true);
+          block_set_next(s, b, s->free);
+          s->free = b;
+          if (__builtin_expect(--s->used != 0, 1)) return;
+          return heap_slab_empty(h, s);
+        }
+        // Another thread's live slab (only a live slab's head descriptor
+        // says kSlab): checked and marked, then pushed on its remote list.
+        if (s->kind == SliceKind::kSlab && s->heap != h) {
+          secure::on_free(s, b, false);
+          return heap_free_remote(s, b);
+        }
       }
     }
     return heap_free_slow(p);
