@@ -1,9 +1,12 @@
 // The hardened build's checks (GRANULE_SECURE). Everything here is called
 // only under `if constexpr (kSecure)`, so the default build's paths don't
 // change. Per slab: an allocation bitmap in the segment header (exact
-// double- and invalid-free detection), blocks carved in a shuffled order and
-// popped from one of the first two places, a canary in each block's last
-// bytes, and free blocks filled whole (checked when handed out again).
+// double- and invalid-free detection; written by the owner only, remote
+// frees mark the block and the owner clears the bit when it collects it),
+// blocks carved in a shuffled order and popped from one of the first two
+// places, a canary in each block's last bytes, and free blocks filled whole
+// (their first 64 bytes and canary slot checked when handed out again).
+// The owner's malloc and free run these checks inline (alloc.cpp).
 #pragma once
 
 #include <cstring>
