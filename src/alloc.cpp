@@ -4,6 +4,7 @@
 
 #include "granule.h"
 #include "heap.h"
+#include "secure.h"
 #include "segment.h"
 
 using namespace granule;
@@ -17,7 +18,16 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
 }  // namespace
 
 extern "C" void* gr_malloc(size_t size) {
-  if constexpr (kSecure) return malloc_slow(size);  // every check lives on the slow path
+  if constexpr (kSecure) {
+    // The owner pops with every check inline (secure::pop); the rest, and
+    // anything unusual, takes the slow path.
+    Heap* h = heap_current();
+    if (__builtin_expect(size <= kDirectMax - kCanarySize, 1)) {
+      Slab* s = h->direct[(size + kCanarySize + 15) >> 4];
+      if (__builtin_expect(s->free != nullptr, 1)) return secure::pop(h, s);
+    }
+    return malloc_slow(size);
+  }
   // Fast path: one TLS load, one table lookup, pop the slab's free list.
   Heap* h = heap_current();
   if (__builtin_expect(size <= kDirectMax, 1)) {
@@ -38,7 +48,37 @@ extern "C" void gr_free(void* p) {
   // The owning thread pushes it on the slab's list; another thread pushes it
   // on the slab's remote list (one compare-and-swap). NULL, huge, large,
   // foreign and invalid frees fail one of these tests and take the slow path.
-  if constexpr (kSecure) return heap_free_slow(p);  // every check lives on the slow path
+  if constexpr (kSecure) {
+    // The owner frees a block start of its attached slab with every check
+    // inline (secure::on_free); other threads, double and invalid frees go
+    // to the slow path, which checks them.
+    uintptr_t u = uintptr_t(p);
+    if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
+      Slab* s = slab_at(segment_of(u), u);
+      Heap* h = heap_current();
+      uint64_t off = u - uintptr_t(s->start);
+      // Blocks filled inline only (bigger ones are filled by a memset call).
+      if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic &&
+                               s->block_size <= secure::kFillInline,
+                           1)) {
+        auto* b = static_cast<Block*>(p);
+        if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
+          secure::on_free(s, b, true);
+          block_set_next(s, b, s->free);
+          s->free = b;
+          if (__builtin_expect(--s->used != 0, 1)) return;
+          return heap_slab_empty(h, s);
+        }
+        // Another thread's live slab (only a live slab's head descriptor
+        // says kSlab): checked and marked, then pushed on its remote list.
+        if (s->kind == SliceKind::kSlab && s->heap != h) {
+          secure::on_free(s, b, false);
+          return heap_free_remote(s, b);
+        }
+      }
+    }
+    return heap_free_slow(p);
+  }
   uintptr_t u = uintptr_t(p);
   if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
     Slab* s = slab_at(segment_of(u), u);

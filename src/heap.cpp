@@ -128,6 +128,7 @@ bool reattach(Heap* h, Slab* s, uint64_t from) {
   } while (!s->remote.compare_exchange_weak(w, kAttached, std::memory_order_acquire,
                                             std::memory_order_relaxed));
   if (from == kQueued) ready_remove(h, s);
+  if constexpr (kSecure) secure::collect(s, remote_ptr(w), false);
   s->free = remote_ptr(w);
   s->used = s->capacity - remote_count(w);
   h->blocks_handed += remote_count(w);
@@ -585,14 +586,16 @@ void heap_free_slow(void* p) {
     return;
   }
   auto* b = reinterpret_cast<Block*>(s->start + block_off);
+  Heap* h = heap_current();
+  bool local = s->heap == h && s->kind == SliceKind::kSlab;
   if constexpr (kSecure) {
-    secure::on_free(s, b);
+    if (s->kind == SliceKind::kLarge) secure::on_free_large(s, b);
+    else secure::on_free(s, b, local);
   } else if (b->tag == block_tag(s, b)) {
     report_error(ErrorKind::kDoubleFree, p, s->block_size);
     return;
   }
-  Heap* h = heap_current();
-  if (s->heap == h && s->kind == SliceKind::kSlab) return free_local(h, s, b);
+  if (local) return free_local(h, s, b);
   free_remote(s, b);
 }
 

@@ -78,6 +78,14 @@ bool slab_collect(Slab* s) {
   w = s->remote.exchange(kAttached, std::memory_order_acquire);
   Block* list = remote_ptr(w);
   uint32_t n = remote_count(w);
+  if constexpr (kSecure) {
+    // Every block must be marked and live; the walk finds the tail too.
+    Block* tail = secure::collect(s, list, true);
+    block_set_next(s, tail, s->free);
+    s->free = list;
+    s->used -= n;
+    return true;
+  }
   if (s->free) {
     Block* tail = list;
     while (Block* next = block_next(s, tail)) tail = next;
@@ -99,7 +107,7 @@ RemoteFree slab_free_remote(Slab* s, Block* b) {
     n = remote_count(w) + 1;
     uint64_t state = remote_state(w);
     block_set_next(s, b, remote_ptr(w));
-    b->tag = tag;
+    if constexpr (!kSecure) b->tag = tag;  // the hardened build marked it in secure::on_free
     if (remote_detached(w) && n == s->capacity) next = kRetiring;
     else next = remote_pack(b, n, state);
   } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_acq_rel,

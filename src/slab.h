@@ -49,6 +49,13 @@ inline uintptr_t block_tag(const Slab* s, const void* b) {
   return s->key ^ uintptr_t(b);
 }
 
+// Hardened build: a block freed by another thread carries this mark in its
+// tag word until the owner collects it (a second free sees it). A live block
+// holds it by chance with odds 2^-64. It has its own secret: a program that
+// reads it after free learns neither the link nor the canary key, at most
+// how to make a free of its own abort.
+inline uint64_t secure_remote_tag(const Slab* s, const void* b) { return s->secure_tag_key ^ uintptr_t(b); }
+
 // Free-list links. The hardened build stores them encoded with the slab's
 // secret key, so a program that overwrites a free block can't steer the
 // next allocation; a link that decodes outside the slab is reported.
@@ -60,7 +67,7 @@ inline Block* block_next(const Slab* s, const Block* b) {
     auto* next = reinterpret_cast<Block*>(uintptr_t(b->next) ^ link_mask(s, b));
     if (next && slab_block_offset(s, uintptr_t(next)) < 0) {
       report_error(ErrorKind::kCorrupt, b, s->block_size);
-      return nullptr;
+      __builtin_unreachable();  // the hardened report_error aborts
     }
     return next;
   }

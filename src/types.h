@@ -81,6 +81,7 @@ struct alignas(128) Slab {
   uint32_t pad_;
   uint64_t free_since;  // kFree slices: when they became free (ms), for purging
   uint64_t* secure_bits;  // hardened build: allocation bitmap (in the segment header)
+  uint64_t secure_tag_key;  // hardened build: secret of the mark on blocks freed remotely
 };
 static_assert(sizeof(Slab) == 128);
 
