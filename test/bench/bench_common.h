@@ -129,4 +129,19 @@ inline double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Hoard's false-sharing probe, shared by cache_scratch and cache_thrash:
+// allocate one object, write it `writes` times, check no other thread wrote
+// into it (it would if two threads' objects shared the block), free it.
+inline void write_private_object(size_t size, long writes) {
+  auto* p = static_cast<volatile char*>(std::malloc(size));
+  if (p == nullptr) fail("allocation returned NULL", nullptr, size);
+  for (long w = 0; w < writes; ++w)
+    for (size_t k = 0; k < size; ++k) p[k] = static_cast<char>(w + k);
+  for (size_t k = 0; k < size; ++k)
+    if (p[k] != static_cast<char>(writes - 1 + k))
+      fail("object written by another thread", const_cast<char*>(p), size);
+  stamp(const_cast<char*>(p), size);
+  xfree(const_cast<char*>(p), size);
+}
+
 }  // namespace bench

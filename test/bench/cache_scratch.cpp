@@ -24,16 +24,7 @@ int main(int argc, char** argv) {
     pool.emplace_back([&, t] {
       bench::xfree(handed[t], size);
       for (long i = 0; i < iters; ++i) {
-        auto* p = static_cast<volatile char*>(std::malloc(size));
-        if (p == nullptr) bench::fail("allocation returned NULL", nullptr, size);
-        for (long w = 0; w < writes; ++w)
-          for (size_t k = 0; k < size; ++k) p[k] = static_cast<char>(w + k);
-        // A block shared with another thread would show the other's writes.
-        for (size_t k = 0; k < size; ++k)
-          if (p[k] != static_cast<char>(writes - 1 + k))
-            bench::fail("object written by another thread", const_cast<char*>(p), size);
-        bench::stamp(const_cast<char*>(p), size);
-        bench::xfree(const_cast<char*>(p), size);
+        bench::write_private_object(size, writes);
       }
     });
   }
