@@ -86,7 +86,8 @@ extern "C" void gr_free(void* p) {
     uint64_t off = u - uintptr_t(s->start);
     auto* b = static_cast<Block*>(p);
     uintptr_t tag = block_tag(s, b);
-    if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic && b->tag != tag, 1)) {
+    if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic && b->tag != tag,
+                         1)) {
       if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
         b->next = s->free;
         b->tag = tag;

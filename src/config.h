@@ -22,7 +22,8 @@ inline constexpr uintptr_t kSegmentMask = kSegmentSize - 1;
 // granularity, so one slice is one VirtualAlloc granule.
 inline constexpr unsigned kSliceShift = 16;
 inline constexpr size_t kSliceSize = size_t{1} << kSliceShift;
-inline constexpr unsigned kSlicesPerSegment = kSegmentSize / kSliceSize;  // 64: one bit each in a uint64_t
+inline constexpr unsigned kSlicesPerSegment =
+    kSegmentSize / kSliceSize;  // 64: one bit each in a uint64_t
 static_assert(kSlicesPerSegment == 64);
 
 // The segment header (metadata and slab descriptors) sits in the first
@@ -40,11 +41,11 @@ inline constexpr unsigned kAddressBits = 47;
 
 // Size ranges. Small and medium blocks live in slabs of one class; large
 // blocks get a span of whole slices; huge blocks get their own mapping.
-inline constexpr size_t kSmallMax = 8 * 1024;      // slab = 1 slice
-inline constexpr size_t kMediumMax = 128 * 1024;   // slab = 2..8 slices
+inline constexpr size_t kSmallMax = 8 * 1024;     // slab = 1 slice
+inline constexpr size_t kMediumMax = 128 * 1024;  // slab = 2..8 slices
 inline constexpr size_t kLargeMax = kSegmentSize / 2;
-inline constexpr size_t kDirectMax = 1024;         // sizes served by the malloc fast path table
-inline constexpr size_t kMinAlign = 16;            // every block, as glibc does
+inline constexpr size_t kDirectMax = 1024;  // sizes served by the malloc fast path table
+inline constexpr size_t kMinAlign = 16;     // every block, as glibc does
 
 // Largest request we attempt at all (leaves room for rounding).
 inline constexpr size_t kMaxRequest = (size_t{1} << kAddressBits) - kSegmentSize * 2;

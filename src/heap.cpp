@@ -72,8 +72,10 @@ void queue_insert(Heap* h, Slab* s, bool front) {
   Slab*& other_end = front ? q.tail : q.head;
   (front ? s->next : s->prev) = end;
   (front ? s->prev : s->next) = nullptr;
-  if (end) (front ? end->prev : end->next) = s;
-  else other_end = s;
+  if (end)
+    (front ? end->prev : end->next) = s;
+  else
+    other_end = s;
   end = s;
   s->list = SlabList::kQueue;
   slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
@@ -85,10 +87,14 @@ void queue_push_back(Heap* h, Slab* s) { queue_insert(h, s, false); }
 void queue_remove(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
   bool was_head = q.head == s;
-  if (s->prev) s->prev->next = s->next;
-  else q.head = s->next;
-  if (s->next) s->next->prev = s->prev;
-  else q.tail = s->prev;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    q.head = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  else
+    q.tail = s->prev;
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
   slab_set_fast_owner(s, nullptr);
@@ -110,8 +116,10 @@ void ready_push(Heap* h, Slab* s) {
 }
 
 void ready_remove(Heap* h, Slab* s) {
-  if (s->prev) s->prev->next = s->next;
-  else h->ready = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    h->ready = s->next;
   if (s->next) s->next->prev = s->prev;
   h->ready_count.fetch_sub(1, std::memory_order_relaxed);
   s->next = s->prev = nullptr;
@@ -217,7 +225,8 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
   if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
   size_t slices = (need + kSliceSize - 1) >> kSliceShift;
-  if (slices >= kSlicesPerSegment) return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
+  if (slices >= kSlicesPerSegment)
+    return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
   Slab* s;
   {
     LockGuard guard(h->lock);
@@ -278,7 +287,8 @@ void free_local(Heap* h, Slab* s, Block* b) {
 void free_remote(Slab* s, Block* b) {
   Heap* owner = s->heap;  // read while b keeps the slab alive
   switch (slab_free_remote(s, b)) {
-    case RemoteFree::kPushed: return;
+    case RemoteFree::kPushed:
+      return;
     case RemoteFree::kNowEmpty: {
       {
         LockGuard guard(owner->lock);
@@ -301,7 +311,8 @@ void free_remote(Slab* s, Block* b) {
         uint64_t w = s->remote.load(std::memory_order_relaxed);
         while (remote_state(w) == kDetached &&
                !s->remote.compare_exchange_weak(w, (w & ~kRemoteStateMask) | kQueued,
-                                                std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                                                std::memory_order_acq_rel,
+                                                std::memory_order_relaxed)) {
         }
         if (remote_state(w) == kDetached) ready_push(owner, s);
       }
@@ -461,8 +472,10 @@ void heap_unlock_all(bool in_child) {
       h->owner_lock.unlock();
     }
   });
-  if (in_child) g_pool_lock.reset();
-  else g_pool_lock.unlock();
+  if (in_child)
+    g_pool_lock.reset();
+  else
+    g_pool_lock.unlock();
 }
 
 void heap_abandon_others_in_child() {
@@ -571,8 +584,10 @@ void heap_free_slow(void* p) {
   Slab* s = slab_head(slab_at(segment_of(u), u));
   if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) {
     // A retired span's head descriptor still holds its start and size.
-    bool was_span = s->kind == SliceKind::kFree && s->size_class == kClassCount && u == uintptr_t(s->start);
-    report_error(was_span ? ErrorKind::kDoubleFree : ErrorKind::kInvalidFree, p, was_span ? s->block_size : 0);
+    bool was_span =
+        s->kind == SliceKind::kFree && s->size_class == kClassCount && u == uintptr_t(s->start);
+    report_error(was_span ? ErrorKind::kDoubleFree : ErrorKind::kInvalidFree, p,
+                 was_span ? s->block_size : 0);
     return;
   }
   uint64_t off = u - uintptr_t(s->start);
@@ -589,8 +604,10 @@ void heap_free_slow(void* p) {
   Heap* h = heap_current();
   bool local = s->heap == h && s->kind == SliceKind::kSlab;
   if constexpr (kSecure) {
-    if (s->kind == SliceKind::kLarge) secure::on_free_large(s, b);
-    else secure::on_free(s, b, local);
+    if (s->kind == SliceKind::kLarge)
+      secure::on_free_large(s, b);
+    else
+      secure::on_free(s, b, local);
   } else if (b->tag == block_tag(s, b)) {
     report_error(ErrorKind::kDoubleFree, p, s->block_size);
     return;

@@ -80,7 +80,8 @@ Heap* heap_registry_head();
 
 template <class Fn>
 void heap_for_each(Fn fn) {
-  for (Heap* h = heap_registry_head(); h; h = h->registry_next.load(std::memory_order_acquire)) fn(h);
+  for (Heap* h = heap_registry_head(); h; h = h->registry_next.load(std::memory_order_acquire))
+    fn(h);
 }
 
 }  // namespace granule

@@ -23,7 +23,7 @@ struct HugeHeader {
   Heap* owner;         // first-class heap, or nullptr
   HugeHeader* next;    // owner's list, or the cache
   HugeHeader* prev;
-  uint64_t freed_at;   // cached: when
+  uint64_t freed_at;  // cached: when
 };
 
 namespace {
@@ -47,8 +47,10 @@ inline size_t page_round(size_t n) {
 }
 
 void unlink(HugeHeader*& head, HugeHeader* hh) {
-  if (hh->prev) hh->prev->next = hh->next;
-  else head = hh->next;
+  if (hh->prev)
+    hh->prev->next = hh->next;
+  else
+    head = hh->next;
   if (hh->next) hh->next->prev = hh->prev;
   hh->next = hh->prev = nullptr;
 }
@@ -87,8 +89,8 @@ HugeHeader* take_cached(size_t need, size_t alignment) {
   for (HugeHeader* hh = g_cache; hh; hh = hh->next) {
     // Hardened: only an exact fit, so the guard page stays right after the block.
     bool fits = kSecure ? hh->map_size == need : hh->map_size >= need && hh->map_size <= 2 * need;
-    if (fits &&
-        (uintptr_t(hh) & (alignment - 1)) == 0 && (!best || hh->map_size < best->map_size)) {
+    if (fits && (uintptr_t(hh) & (alignment - 1)) == 0 &&
+        (!best || hh->map_size < best->map_size)) {
       best = hh;
     }
   }
@@ -135,7 +137,8 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
   if (hh && !fit_cached(hh, map_size)) hh = nullptr;
-  if (hh && zero) std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->commit_size - kHugeGuard - offset);
+  if (hh && zero)
+    std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->commit_size - kHugeGuard - offset);
   if (!hh) {
     if (owner) {
       LockGuard guard(owner->lock);
@@ -156,7 +159,8 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
       return nullptr;
     }
     bump(g_stats.os_commits);
-    if constexpr (kSecure) os::protect_none(static_cast<char*>(p) + map_size - kHugeGuard, kHugeGuard);
+    if constexpr (kSecure)
+      os::protect_none(static_cast<char*>(p) + map_size - kHugeGuard, kHugeGuard);
     if (option(GR_OPTION_LARGE_PAGES)) os::advise_huge(p, map_size);
     g_stats.reserved.add(map_size);
     g_stats.committed.add(map_size);
@@ -183,13 +187,15 @@ void huge_free(uintptr_t p) {
   HugeHeader* hh = header_of(p);
   if (!hh) return report_error(ErrorKind::kInvalidFree, reinterpret_cast<void*>(p), 0);
   if (hh->cookie == (kHugeCached ^ uintptr_t(hh)) && p == uintptr_t(hh) + hh->offset) {
-    return report_error(ErrorKind::kDoubleFree, reinterpret_cast<void*>(p), hh->map_size - hh->offset);
+    return report_error(ErrorKind::kDoubleFree, reinterpret_cast<void*>(p),
+                        hh->map_size - hh->offset);
   }
   if (hh->cookie != (kHugeLive ^ uintptr_t(hh))) {
     return report_error(ErrorKind::kCorrupt, reinterpret_cast<void*>(p), 0);
   }
   if (p != uintptr_t(hh) + hh->offset) {
-    return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p), hh->map_size - hh->offset);
+    return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p),
+                        hh->map_size - hh->offset);
   }
   g_stats.huge_blocks.sub(1);
   g_stats.huge_bytes.sub(hh->commit_size - hh->offset);
@@ -207,7 +213,8 @@ void huge_free(uintptr_t p) {
     if (g_cache_count < kCacheSlots && g_cache_bytes + hh->commit_size <= limit) {
       // Hardened: a cached block must not show its old contents.
       if constexpr (kSecure) {
-        os::decommit(reinterpret_cast<char*>(hh) + hh->offset, hh->commit_size - kHugeGuard - hh->offset);
+        os::decommit(reinterpret_cast<char*>(hh) + hh->offset,
+                     hh->commit_size - kHugeGuard - hh->offset);
       }
       hh->cookie = kHugeCached ^ uintptr_t(hh);
       hh->freed_at = os::now_ms();
@@ -217,8 +224,10 @@ void huge_free(uintptr_t p) {
       cached = true;
     }
   }
-  if (cached) purge_notify();
-  else unmap(hh);
+  if (cached)
+    purge_notify();
+  else
+    unmap(hh);
 }
 
 size_t huge_usable_size(uintptr_t p) {

@@ -7,14 +7,10 @@ namespace granule {
 namespace {
 
 constexpr OptionInfo kOptions[GR_OPTION_COUNT_] = {
-    {"VERBOSE", 0, 0, 1},
-    {"SHOW_STATS", 0, 0, 1},
-    {"SHOW_ERRORS", 0, 0, 1},
-    {"PURGE_DELAY", 500, -1, 3600 * 1000},
-    {"PURGE_THREAD", 1, 0, 1},
-    {"LARGE_PAGES", 0, 0, 1},
-    {"HUGE_CACHE", 64, 0, 1 << 20},
-    {"DISABLE_REDIRECT", 0, 0, 1},
+    {"VERBOSE", 0, 0, 1},           {"SHOW_STATS", 0, 0, 1},
+    {"SHOW_ERRORS", 0, 0, 1},       {"PURGE_DELAY", 500, -1, 3600 * 1000},
+    {"PURGE_THREAD", 1, 0, 1},      {"LARGE_PAGES", 0, 0, 1},
+    {"HUGE_CACHE", 64, 0, 1 << 20}, {"DISABLE_REDIRECT", 0, 0, 1},
 };
 
 // Accepts decimal integers and the words on/off/true/false/yes/no.
@@ -104,5 +100,4 @@ const char* gr_option_name(gr_option_t o) {
   if (unsigned(o) >= GR_OPTION_COUNT_) return nullptr;
   return granule::option_info(o).name;
 }
-
 }

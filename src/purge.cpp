@@ -12,7 +12,7 @@ namespace {
 
 std::atomic<uint32_t> g_epoch{0};  // futex word: bumped by notify
 std::atomic<bool> g_pending{false};
-std::atomic<int> g_thread{0};      // 0: none, 1: starting/running, 2: could not start
+std::atomic<int> g_thread{0};  // 0: none, 1: starting/running, 2: could not start
 std::atomic<bool> g_allowed{false};
 std::atomic<bool> g_stop{false};
 

@@ -48,29 +48,41 @@ size_t format(char* buf, size_t size, const char* fmt, va_list ap) {
     while (*fmt == 'l') ++longs, ++fmt;
     if (*fmt == 'z') size_t_arg = true, ++fmt;
     switch (*fmt) {
-      case 's': o.str(va_arg(ap, const char*)); break;
-      case 'c': o.put(char(va_arg(ap, int))); break;
+      case 's':
+        o.str(va_arg(ap, const char*));
+        break;
+      case 'c':
+        o.put(char(va_arg(ap, int)));
+        break;
       case 'p':
         o.str("0x");
         o.num(uintptr_t(va_arg(ap, void*)), 16, false);
         break;
       case 'd': {
-        long long v = longs ? (longs > 1 ? va_arg(ap, long long) : va_arg(ap, long)) : va_arg(ap, int);
+        long long v =
+            longs ? (longs > 1 ? va_arg(ap, long long) : va_arg(ap, long)) : va_arg(ap, int);
         o.num(v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v, 10, v < 0);
         break;
       }
       case 'u':
       case 'x': {
-        unsigned long long v = size_t_arg ? va_arg(ap, size_t)
+        unsigned long long v = size_t_arg  ? va_arg(ap, size_t)
                                : longs > 1 ? va_arg(ap, unsigned long long)
-                               : longs ? va_arg(ap, unsigned long)
-                                       : va_arg(ap, unsigned);
+                               : longs     ? va_arg(ap, unsigned long)
+                                           : va_arg(ap, unsigned);
         o.num(v, *fmt == 'x' ? 16 : 10, false);
         break;
       }
-      case '%': o.put('%'); break;
-      case 0: --fmt; break;
-      default: o.put('%'); o.put(*fmt); break;
+      case '%':
+        o.put('%');
+        break;
+      case 0:
+        --fmt;
+        break;
+      default:
+        o.put('%');
+        o.put(*fmt);
+        break;
     }
   }
   if (size) buf[o.len < size ? o.len : size - 1] = 0;
@@ -113,12 +125,18 @@ void report_verbose(const char* fmt, ...) {
 
 const char* error_name(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kInvalidFree: return "invalid free (pointer not allocated by granule)";
-    case ErrorKind::kDoubleFree: return "double free";
-    case ErrorKind::kInteriorFree: return "free of an interior pointer";
-    case ErrorKind::kOverflow: return "heap buffer overflow (canary overwritten)";
-    case ErrorKind::kUseAfterFree: return "write after free";
-    case ErrorKind::kCorrupt: return "heap metadata corrupted";
+    case ErrorKind::kInvalidFree:
+      return "invalid free (pointer not allocated by granule)";
+    case ErrorKind::kDoubleFree:
+      return "double free";
+    case ErrorKind::kInteriorFree:
+      return "free of an interior pointer";
+    case ErrorKind::kOverflow:
+      return "heap buffer overflow (canary overwritten)";
+    case ErrorKind::kUseAfterFree:
+      return "write after free";
+    case ErrorKind::kCorrupt:
+      return "heap metadata corrupted";
     case ErrorKind::kForeignRealloc:
       return "realloc of a pointer not allocated by granule (left alone, NULL returned)";
     case ErrorKind::kForeignUsableSize:
@@ -146,8 +164,8 @@ bool seen_before(uintptr_t key) {
 void report_error(ErrorKind kind, const void* p, size_t class_bytes) {
   if (!kSecure && !option(GR_OPTION_SHOW_ERRORS)) return;
   uintptr_t key = uintptr_t(p) ^ uintptr_t(kind);
-  if (!kSecure && (seen_before(key) ||
-                   g_reported.fetch_add(1, std::memory_order_relaxed) >= 1000)) {
+  if (!kSecure &&
+      (seen_before(key) || g_reported.fetch_add(1, std::memory_order_relaxed) >= 1000)) {
     return;
   }
   char line[256];

@@ -19,7 +19,8 @@ namespace granule::secure {
 
 // The hardened build's report_error prints its line and aborts: callers on
 // the hot paths need not keep anything alive across it.
-[[noreturn]] __attribute__((cold, noinline)) inline void fail(ErrorKind kind, const void* p, size_t class_bytes) {
+[[noreturn]] __attribute__((cold, noinline)) inline void fail(ErrorKind kind, const void* p,
+                                                              size_t class_bytes) {
   report_error(kind, p, class_bytes);
   __builtin_trap();  // not reached: the hardened report_error aborts
 }
@@ -64,11 +65,13 @@ inline bool bit_test(const Slab* s, uint32_t i) {
 }
 inline void owner_bit_set(const Slab* s, uint32_t i) {
   uint64_t* w = bit_word(s, i);
-  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) | (uint64_t{1} << (i & 63)), __ATOMIC_RELAXED);
+  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) | (uint64_t{1} << (i & 63)),
+                   __ATOMIC_RELAXED);
 }
 inline void owner_bit_clear(const Slab* s, uint32_t i) {
   uint64_t* w = bit_word(s, i);
-  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) & ~(uint64_t{1} << (i & 63)), __ATOMIC_RELAXED);
+  __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) & ~(uint64_t{1} << (i & 63)),
+                   __ATOMIC_RELAXED);
 }
 // A block's bit: one per 16 bytes of the slab (the bitmap has room for
 // that), so no division by the block size.
@@ -180,7 +183,9 @@ inline Block* pop(Heap* h, Slab* s) {
 inline Block* pop(Slab* s) { return pop(s->heap, s); }
 
 // A large span is handed out.
-inline void span_alloc(Slab* s) { __atomic_fetch_or(&s->secure_bits[0], uint64_t{1}, __ATOMIC_RELAXED); }
+inline void span_alloc(Slab* s) {
+  __atomic_fetch_or(&s->secure_bits[0], uint64_t{1}, __ATOMIC_RELAXED);
+}
 
 // A large span's one block is being freed (any thread).
 inline void on_free_large(Slab* s, Block* b) {

@@ -15,7 +15,8 @@ void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest) {
   uintptr_t i = start >> kSegmentShift, end = (start + size + kSegmentMask) >> kSegmentShift;
   if (end > kMapEntries) end = kMapEntries;
   // Release: a thread that sees the entry also sees the initialised header.
-  for (uintptr_t j = i + 1; j < end; ++j) __atomic_store_n(&g_segment_map[j], uint8_t(rest), __ATOMIC_RELEASE);
+  for (uintptr_t j = i + 1; j < end; ++j)
+    __atomic_store_n(&g_segment_map[j], uint8_t(rest), __ATOMIC_RELEASE);
   if (i < kMapEntries) __atomic_store_n(&g_segment_map[i], uint8_t(first), __ATOMIC_RELEASE);
 }
 
@@ -110,8 +111,10 @@ Segment* segment_create(Heap* h) {
 }
 
 void segment_destroy(Heap* h, Segment* seg) {
-  if (seg->prev) seg->prev->next = seg->next;
-  else h->segments = seg->next;
+  if (seg->prev)
+    seg->prev->next = seg->next;
+  else
+    h->segments = seg->next;
   if (seg->next) seg->next->prev = seg->prev;
   map_clear(uintptr_t(seg), kSegmentSize);
   size_t committed = kSegmentHeaderSize;
@@ -212,7 +215,7 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
   if (delay < 0 && !force) return false;
   uint64_t cutoff = force ? ~uint64_t{0} : now - uint64_t(delay);
   bool pending = false;
-  for (Segment* seg = h->segments, *next; seg; seg = next) {
+  for (Segment *seg = h->segments, *next; seg; seg = next) {
     next = seg->next;
     if (seg->free_mask == kAllSlices && seg->empty_since != 0) {
       if (force || seg->empty_since <= cutoff) {

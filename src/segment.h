@@ -26,7 +26,8 @@ extern uint8_t g_segment_map[kMapEntries];
 // Never faults, whatever p is.
 inline unsigned map_kind(uintptr_t p) {
   uintptr_t i = p >> kSegmentShift;
-  return i < kMapEntries ? unsigned(__atomic_load_n(&g_segment_map[i], __ATOMIC_RELAXED)) : unsigned(kMapNone);
+  return i < kMapEntries ? unsigned(__atomic_load_n(&g_segment_map[i], __ATOMIC_RELAXED))
+                         : unsigned(kMapNone);
 }
 void map_set(uintptr_t start, size_t size, MapKind first, MapKind rest);
 void map_clear(uintptr_t start, size_t size);
@@ -51,8 +52,12 @@ bool segment_reserve_ahead(Heap* h, size_t bytes);
 
 // Slab::fast_owner is read by every thread's free fast path (a non-owner
 // just sees a mismatch); relaxed atomics, a plain mov on x86-64.
-inline Heap* slab_fast_owner(const Slab* s) { return __atomic_load_n(&s->fast_owner, __ATOMIC_RELAXED); }
-inline void slab_set_fast_owner(Slab* s, Heap* h) { __atomic_store_n(&s->fast_owner, h, __ATOMIC_RELAXED); }
+inline Heap* slab_fast_owner(const Slab* s) {
+  return __atomic_load_n(&s->fast_owner, __ATOMIC_RELAXED);
+}
+inline void slab_set_fast_owner(Slab* s, Heap* h) {
+  __atomic_store_n(&s->fast_owner, h, __ATOMIC_RELAXED);
+}
 
 // Bytes of a slice range, as committed by the OS layer.
 inline size_t slices_bytes(unsigned first, unsigned count) {

@@ -13,9 +13,9 @@
 
 namespace granule {
 
-inline constexpr unsigned kFineFrom = 1024;  // eight classes per doubling above this
-inline constexpr unsigned kCoarseClassCount = 4 + 4 * 4;               // 16 .. 1 KiB
-inline constexpr unsigned kClassCount = kCoarseClassCount + 8 * 7;     // .. 128 KiB
+inline constexpr unsigned kFineFrom = 1024;               // eight classes per doubling above this
+inline constexpr unsigned kCoarseClassCount = 4 + 4 * 4;  // 16 .. 1 KiB
+inline constexpr unsigned kClassCount = kCoarseClassCount + 8 * 7;       // .. 128 KiB
 inline constexpr unsigned kSmallClassCount = kCoarseClassCount + 8 * 3;  // .. 8 KiB
 inline constexpr unsigned kDirectCount = kDirectMax / 16 + 1;
 

@@ -108,8 +108,10 @@ RemoteFree slab_free_remote(Slab* s, Block* b) {
     uint64_t state = remote_state(w);
     block_set_next(s, b, remote_ptr(w));
     if constexpr (!kSecure) b->tag = tag;  // the hardened build marked it in secure::on_free
-    if (remote_detached(w) && n == s->capacity) next = kRetiring;
-    else next = remote_pack(b, n, state);
+    if (remote_detached(w) && n == s->capacity)
+      next = kRetiring;
+    else
+      next = remote_pack(b, n, state);
   } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_acq_rel,
                                             std::memory_order_acquire));
   if (next == kRetiring) return RemoteFree::kNowEmpty;

@@ -54,7 +54,9 @@ inline uintptr_t block_tag(const Slab* s, const void* b) {
 // holds it by chance with odds 2^-64. It has its own secret: a program that
 // reads it after free learns neither the link nor the canary key, at most
 // how to make a free of its own abort.
-inline uint64_t secure_remote_tag(const Slab* s, const void* b) { return s->secure_tag_key ^ uintptr_t(b); }
+inline uint64_t secure_remote_tag(const Slab* s, const void* b) {
+  return s->secure_tag_key ^ uintptr_t(b);
+}
 
 // Free-list links. The hardened build stores them encoded with the slab's
 // secret key, so a program that overwrites a free block can't steer the

@@ -30,9 +30,12 @@ void walk_heaps(gr_stats_t* st) {
         // Racy for attached slabs of running threads: a snapshot, not a ledger.
         uint64_t w = s.remote.load(std::memory_order_relaxed);
         size_t live;
-        if (remote_state(w) == kAttached) live = s.used >= remote_count(w) ? s.used - remote_count(w) : 0;
-        else if (remote_detached(w)) live = s.capacity - remote_count(w);
-        else live = 0;
+        if (remote_state(w) == kAttached)
+          live = s.used >= remote_count(w) ? s.used - remote_count(w) : 0;
+        else if (remote_detached(w))
+          live = s.capacity - remote_count(w);
+        else
+          live = 0;
         st->in_use += live * s.block_size;
         if (s.kind == SliceKind::kSlab && s.size_class < GR_STATS_CLASSES) {
           st->class_live[s.size_class] += live;
@@ -90,8 +93,8 @@ size_t gr_stats_json(char* buf, size_t size) {
                     (unsigned long long)st.os_reserves, (unsigned long long)st.os_releases,
                     (unsigned long long)st.os_commits, (unsigned long long)st.os_decommits);
   for (size_t c = 0; c < st.class_count; ++c) {
-    n += format(n < size ? buf + n : nullptr, n < size ? size - n : 0, "%s{\"size\":%zu,\"live\":%zu}",
-                c ? "," : "", st.class_size[c], st.class_live[c]);
+    n += format(n < size ? buf + n : nullptr, n < size ? size - n : 0,
+                "%s{\"size\":%zu,\"live\":%zu}", c ? "," : "", st.class_size[c], st.class_live[c]);
   }
   n += format(n < size ? buf + n : nullptr, n < size ? size - n : 0, "]}");
   return n;

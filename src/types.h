@@ -57,13 +57,13 @@ enum SlabFlags : uint8_t {
 // The head slice's descriptor describes the whole slab.
 struct alignas(128) Slab {
   // --- line 1: the owner's fast paths ---
-  Block* free;        // owner-only allocation list
-  Heap* fast_owner;   // the owning thread heap while its frees may take the fast path
-  char* start;        // first block
-  uint32_t carved;    // bytes of blocks carved so far (capacity * block_size)
-  uint32_t used;      // blocks out of `free` (live, or freed remotely and not collected)
-  uint64_t div_magic; // ceil(2^64 / block_size): exact division and multiple tests
-  uintptr_t key;      // random; free blocks carry key ^ address
+  Block* free;         // owner-only allocation list
+  Heap* fast_owner;    // the owning thread heap while its frees may take the fast path
+  char* start;         // first block
+  uint32_t carved;     // bytes of blocks carved so far (capacity * block_size)
+  uint32_t used;       // blocks out of `free` (live, or freed remotely and not collected)
+  uint64_t div_magic;  // ceil(2^64 / block_size): exact division and multiple tests
+  uintptr_t key;       // random; free blocks carry key ^ address
   uint32_t block_size;
   uint32_t capacity;  // blocks carved
   uint32_t reserved;  // blocks that fit
@@ -73,14 +73,14 @@ struct alignas(128) Slab {
   uint8_t flags;
   // --- line 2: shared with other threads ---
   std::atomic<uint64_t> remote;
-  Heap* heap;          // owner; heaps are never unmapped, so this stays valid
-  Slab* next;          // in the owner queue or the heap's detached/ready list
+  Heap* heap;  // owner; heaps are never unmapped, so this stays valid
+  Slab* next;  // in the owner queue or the heap's detached/ready list
   Slab* prev;
   uint16_t slice_count;  // head: slices in the slab
   uint16_t head_offset;  // tail: slices back to the head
   uint32_t pad_;
-  uint64_t free_since;  // kFree slices: when they became free (ms), for purging
-  uint64_t* secure_bits;  // hardened build: allocation bitmap (in the segment header)
+  uint64_t free_since;      // kFree slices: when they became free (ms), for purging
+  uint64_t* secure_bits;    // hardened build: allocation bitmap (in the segment header)
   uint64_t secure_tag_key;  // hardened build: secret of the mark on blocks freed remotely
 };
 static_assert(sizeof(Slab) == 128);
@@ -93,9 +93,9 @@ inline uint32_t remote_count(uint64_t w) { return uint32_t(w >> kRemoteCountShif
 inline uint64_t remote_state(uint64_t w) { return w & kRemoteStateMask; }
 
 struct Segment {
-  uint64_t cookie;          // kSegmentCookie ^ address
-  Heap* heap;               // owner (under heap->lock)
-  Segment* next;            // heap's segment list
+  uint64_t cookie;  // kSegmentCookie ^ address
+  Heap* heap;       // owner (under heap->lock)
+  Segment* next;    // heap's segment list
   Segment* prev;
   uint64_t free_mask;       // slices not in any slab
   uint64_t committed_mask;  // slices whose memory is committed
@@ -104,7 +104,8 @@ struct Segment {
   uint64_t retired_spans;   // free slices of retired large spans, reused last
   alignas(128) Slab slabs[kSlicesPerSegment];
 };
-static_assert(sizeof(Segment) <= kSegmentHeaderSize - 4096, "the header must leave room for a guard page");
+static_assert(sizeof(Segment) <= kSegmentHeaderSize - 4096,
+              "the header must leave room for a guard page");
 
 inline constexpr uint64_t kSegmentCookie = 0x67726e6c5365674dull;
 
@@ -137,25 +138,25 @@ struct HugeHeader;
 
 struct Heap {
   // --- the malloc fast path reads only this table ---
-  Slab* direct[kDirectCount] = {};     // slab to pop from for sizes up to kDirectMax (16-byte steps)
+  Slab* direct[kDirectCount] = {};  // slab to pop from for sizes up to kDirectMax (16-byte steps)
   SlabQueue queues[kClassCount] = {};  // attached slabs of each class; head is current
   uintptr_t key_state = 0;             // per-heap random stream for slab keys
   // --- slow paths ---
-  SpinLock lock;                       // segments, slices, detached and ready lists
+  SpinLock lock;  // segments, slices, detached and ready lists
   std::atomic<uint32_t> ready_count{0};
-  Slab* ready = nullptr;               // detached slabs with enough frees to reuse (under lock)
-  Segment* segments = nullptr;         // (under lock)
+  Slab* ready = nullptr;        // detached slabs with enough frees to reuse (under lock)
+  Segment* segments = nullptr;  // (under lock)
   HeapKind kind = HeapKind::kThread;
   std::atomic<HeapState> state{HeapState::kLive};
   std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)
-  Heap* pool_next = nullptr;           // abandoned thread heaps / destroyed heaps, for reuse
+  Heap* pool_next = nullptr;                  // abandoned thread heaps / destroyed heaps, for reuse
   // --- first-class heaps ---
-  SpinLock owner_lock;                 // serialises allocation: the holder acts as owner
-  size_t max_bytes = 0;                // 0: unbounded
-  size_t held_bytes = 0;               // slices in slabs + huge mappings (under lock)
-  HugeHeader* huge = nullptr;          // huge blocks of this heap (under lock)
+  SpinLock owner_lock;         // serialises allocation: the holder acts as owner
+  size_t max_bytes = 0;        // 0: unbounded
+  size_t held_bytes = 0;       // slices in slabs + huge mappings (under lock)
+  HugeHeader* huge = nullptr;  // huge blocks of this heap (under lock)
   // --- statistics, owner-written, read racily on demand ---
-  uint64_t blocks_handed = 0;          // blocks made available (carved or collected)
+  uint64_t blocks_handed = 0;  // blocks made available (carved or collected)
 
   constexpr Heap() = default;
   // The empty heap: every size points at a slab with no free block, so the
