@@ -8,7 +8,7 @@ namespace {
 
 constexpr OptionInfo kOptions[GR_OPTION_COUNT_] = {
     {"VERBOSE", 0, 0, 1},           {"SHOW_STATS", 0, 0, 1},
-    {"SHOW_ERRORS", 0, 0, 1},       {"PURGE_DELAY", 500, -1, 3600 * 1000},
+    {"SHOW_ERRORS", 0, 0, 1},       {"PURGE_DELAY", 100, -1, 3600 * 1000},
     {"PURGE_THREAD", 1, 0, 1},      {"LARGE_PAGES", 0, 0, 1},
     {"HUGE_CACHE", 64, 0, 1 << 20}, {"DISABLE_REDIRECT", 0, 0, 1},
 };
