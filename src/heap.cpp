@@ -350,39 +350,58 @@ Heap* heap_new() {
   return h;
 }
 
-// The owner thread leaves: every attached slab becomes detached (its free
-// blocks pre-counted), so later frees return memory without an owner.
+// An owner gives up an attached slab (already out of its queue): an empty
+// one goes back to its segment; otherwise it becomes detached with its free
+// blocks pre-counted, so later frees return it without an owner.
+void hand_over(Heap* h, Slab* s, uint64_t now) {
+  for (;;) {
+    slab_collect(s);
+    LockGuard guard(h->lock);
+    if (s->used == 0) {
+      segment_return_slices(h, s, now);
+      return;
+    }
+    uint32_t free_count = s->capacity - s->used;
+    bool ready = free_count >= slab_ready_threshold(s);
+    uint64_t expected = kAttached;
+    if (s->remote.compare_exchange_strong(
+            expected, remote_pack(s->free, free_count, ready ? kQueued : kDetached),
+            std::memory_order_acq_rel)) {
+      s->free = nullptr;
+      if (ready) ready_push(h, s);
+      return;
+    }
+    // A free raced in: collect it too.
+  }
+}
+
+// Park a heap without an owner for the next new thread (under g_pool_lock,
+// or in a fork child, where no other thread exists).
+void park_abandoned(Heap* h) {
+  h->state.store(HeapState::kAbandoned, std::memory_order_release);
+  h->pool_next = g_abandoned;
+  g_abandoned = h;
+}
+
+// Keep a destroyed first-class heap's object for reuse.
+void park_spare(Heap* h) {
+  h->state.store(HeapState::kDestroyed, std::memory_order_release);
+  LockGuard pool(g_pool_lock);
+  h->pool_next = g_spare;
+  g_spare = h;
+}
+
+// The owner thread leaves: every attached slab is handed over.
 void heap_abandon(Heap* h) {
   uint64_t now = os::now_ms();
   for (unsigned c = 0; c < kClassCount; ++c) {
     while (Slab* s = h->queues[c].head) {
       queue_remove(h, s);
-      for (;;) {
-        slab_collect(s);
-        if (s->used == 0) {
-          LockGuard guard(h->lock);
-          segment_return_slices(h, s, now);
-          break;
-        }
-        uint32_t free_count = s->capacity - s->used;
-        uint64_t expected = kAttached;
-        LockGuard guard(h->lock);
-        bool ready = free_count >= slab_ready_threshold(s);
-        if (!s->remote.compare_exchange_strong(
-                expected, remote_pack(s->free, free_count, ready ? kQueued : kDetached),
-                std::memory_order_acq_rel)) {
-          continue;  // a free raced in: collect it too
-        }
-        s->free = nullptr;
-        if (ready) ready_push(h, s);
-        break;
-      }
+      hand_over(h, s, now);
     }
   }
-  h->state.store(HeapState::kAbandoned, std::memory_order_release);
   LockGuard guard(g_pool_lock);
-  h->pool_next = g_abandoned;
-  g_abandoned = h;
+  park_abandoned(h);
 }
 
 // fork() child: only the forking thread survives, so every other live
@@ -394,7 +413,7 @@ void heap_abandon(Heap* h) {
 // without trusting them (validate each slab, never revisit one, bound the
 // walk) and forget the queues instead of unlinking. A block the stopped owner
 // was taking or giving back is at worst leaked. No other thread exists to
-// race with, so the atomics need no retry loops.
+// race with, so hand_over's compare-and-swap succeeds at once.
 void abandon_in_child(Heap* h) {
   uint64_t now = os::now_ms();
   for (unsigned c = 0; c < kClassCount; ++c) {
@@ -412,24 +431,12 @@ void abandon_in_child(Heap* h) {
       s->next = s->prev = nullptr;
       s->list = SlabList::kNone;
       slab_set_fast_owner(s, nullptr);
-      slab_collect(s);
-      if (s->used == 0) {
-        segment_return_slices(h, s, now);
-      } else {
-        uint32_t free_count = s->capacity - s->used;
-        bool ready = free_count >= slab_ready_threshold(s);
-        s->remote.store(remote_pack(s->free, free_count, ready ? kQueued : kDetached),
-                        std::memory_order_relaxed);
-        s->free = nullptr;
-        if (ready) ready_push(h, s);
-      }
+      hand_over(h, s, now);
       s = next;
     }
     direct_update(h, c);
   }
-  h->state.store(HeapState::kAbandoned, std::memory_order_relaxed);
-  h->pool_next = g_abandoned;
-  g_abandoned = h;
+  park_abandoned(h);
 }
 
 void thread_exit(void* value) {
@@ -504,7 +511,6 @@ void heap_process_init() {
   options_init();
   os::thread_exit_register(thread_exit);
   register_fork_handlers();
-  purge_init();
   g_process_state.store(2, std::memory_order_release);
 }
 
@@ -573,6 +579,30 @@ void heap_slab_empty(Heap* h, Slab* s) {
   purge_notify();
 }
 
+namespace {
+// The live slab or span holding segment address u, or nullptr.
+Slab* live_slab_of(uintptr_t u) {
+  Slab* s = slab_head(slab_at(segment_of(u), u));
+  return s->kind == SliceKind::kSlab || s->kind == SliceKind::kLarge ? s : nullptr;
+}
+
+// Offset of the block of s that p designates: its start, or (in slabs that
+// hand out aligned interior pointers) any address inside it; -1 otherwise.
+// *interior tells the two failures apart.
+int64_t block_offset(const Slab* s, uintptr_t u, uint64_t* off_out, bool* interior) {
+  uint64_t off = u - uintptr_t(s->start);
+  *interior = false;
+  if (off >= slab_carved(s)) return -1;
+  uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
+  if (block_off != off && !(s->flags & kSlabHasAligned)) {
+    *interior = true;
+    return -1;
+  }
+  *off_out = off;
+  return int64_t(block_off);
+}
+}  // namespace
+
 void heap_free_slow(void* p) {
   uintptr_t u = uintptr_t(p);
   unsigned kind = map_kind(u);
@@ -582,7 +612,7 @@ void heap_free_slow(void* p) {
     return;
   }
   Slab* s = slab_head(slab_at(segment_of(u), u));
-  if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) {
+  if (!live_slab_of(u)) {
     // A retired span's head descriptor still holds its start and size.
     bool was_span =
         s->kind == SliceKind::kFree && s->size_class == kClassCount && u == uintptr_t(s->start);
@@ -590,14 +620,11 @@ void heap_free_slow(void* p) {
                  was_span ? s->block_size : 0);
     return;
   }
-  uint64_t off = u - uintptr_t(s->start);
-  if (off >= slab_carved(s)) {
-    report_error(ErrorKind::kInvalidFree, p, s->block_size);
-    return;
-  }
-  uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
-  if (block_off != off && !(s->flags & kSlabHasAligned)) {
-    report_error(ErrorKind::kInteriorFree, p, s->block_size);
+  uint64_t off;
+  bool interior;
+  int64_t block_off = block_offset(s, u, &off, &interior);
+  if (block_off < 0) {
+    report_error(interior ? ErrorKind::kInteriorFree : ErrorKind::kInvalidFree, p, s->block_size);
     return;
   }
   auto* b = reinterpret_cast<Block*>(s->start + block_off);
@@ -621,12 +648,12 @@ size_t heap_usable_size(const void* p) {
   unsigned kind = map_kind(u);
   if (kind == kMapHuge || kind == kMapHugeTail) return huge_usable_size(u);
   if (kind != kMapSegment) return 0;
-  Slab* s = slab_head(slab_at(segment_of(u), u));
-  if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) return 0;
-  uint64_t off = u - uintptr_t(s->start);
-  if (off >= slab_carved(s)) return 0;
-  uint64_t block_off = uint64_t(slab_block_index(s, off)) * s->block_size;
-  if (block_off != off && !(s->flags & kSlabHasAligned)) return 0;
+  Slab* s = live_slab_of(u);
+  if (!s) return 0;
+  uint64_t off;
+  bool interior;
+  int64_t block_off = block_offset(s, u, &off, &interior);
+  if (block_off < 0) return 0;
   if constexpr (kSecure) return secure::usable(s, block_off, off);
   return s->block_size - (off - block_off);
 }
@@ -636,9 +663,8 @@ Heap* heap_of_block(const void* p) {
   unsigned kind = map_kind(u);
   if (kind == kMapHuge || kind == kMapHugeTail) return huge_owner(u);
   if (kind != kMapSegment) return nullptr;
-  Slab* s = slab_head(slab_at(segment_of(u), u));
-  if (s->kind != SliceKind::kSlab && s->kind != SliceKind::kLarge) return nullptr;
-  return s->heap;
+  Slab* s = live_slab_of(u);
+  return s ? s->heap : nullptr;
 }
 
 // ---- first-class heaps ----
@@ -657,10 +683,7 @@ Heap* heap_create(size_t initial_reserve, size_t max_bytes) {
       if (!ok) segment_release_all(h);
     }
     if (!ok) {
-      h->state.store(HeapState::kDestroyed, std::memory_order_relaxed);
-      LockGuard pool(g_pool_lock);
-      h->pool_next = g_spare;
-      g_spare = h;
+      park_spare(h);
       return nullptr;
     }
   }
@@ -685,11 +708,8 @@ void heap_destroy(Heap* h) {
     forget_slabs(h);
     huge_release_heap(h);
     segment_release_all(h);
-    h->state.store(HeapState::kDestroyed, std::memory_order_release);
   }
-  LockGuard pool(g_pool_lock);
-  h->pool_next = g_spare;
-  g_spare = h;
+  park_spare(h);
 }
 
 void heap_reset(Heap* h) {

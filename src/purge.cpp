@@ -43,8 +43,6 @@ void purge_thread(void*) {
 
 }  // namespace
 
-void purge_init() {}
-
 void purge_allow_thread() { g_allowed.store(true, std::memory_order_release); }
 
 void purge_stop() {

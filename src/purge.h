@@ -5,7 +5,6 @@
 
 namespace granule {
 
-void purge_init();
 // Something became purgeable (slices, a segment, a cached huge block).
 void purge_notify();
 // After the library's constructor ran: starting a thread is now safe.
