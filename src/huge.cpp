@@ -30,8 +30,7 @@ namespace {
 
 constexpr uint64_t kHugeLive = 0x6875676542697421ull;
 constexpr uint64_t kHugeCached = 0x6875676543616368ull;
-constexpr unsigned kCacheSlots = 16;
-constexpr size_t kCacheBlockMax = size_t{32} << 20;  // bigger blocks go straight back
+constexpr unsigned kCacheSlots = 64;
 
 SpinLock g_huge_lock;  // the cache and first-class heaps' lists
 HugeHeader* g_cache = nullptr;
@@ -80,30 +79,100 @@ HugeHeader* header_of(uintptr_t p) {
   return reinterpret_cast<HugeHeader*>(chunk);
 }
 
-// The smallest cached mapping that holds `need` bytes and is at most twice
-// that (the rest of it is decommitted, so a small request doesn't pin a big
-// mapping's memory).
-HugeHeader* take_cached(size_t need, size_t alignment) {
-  LockGuard guard(g_huge_lock);
-  HugeHeader* best = nullptr;
+// Place a cached mapping's header and segment-map entries (a split remainder
+// needs both: a stale pointer into it must still find a header).
+void cache_push(HugeHeader* hh, uint64_t freed_at) {
+  hh->cookie = kHugeCached ^ uintptr_t(hh);
+  hh->freed_at = freed_at;
+  push(g_cache, hh);
+  g_cache_bytes += hh->commit_size;
+  ++g_cache_count;
+}
+
+void cache_unlink(HugeHeader* hh) {
+  unlink(g_cache, hh);
+  g_cache_bytes -= hh->commit_size;
+  --g_cache_count;
+}
+
+// The smallest (or largest) cached mapping aligned to `alignment` whose size
+// is within [need, limit].
+HugeHeader* cache_find(size_t need, size_t limit, size_t alignment, bool smallest) {
+  HugeHeader* found = nullptr;
   for (HugeHeader* hh = g_cache; hh; hh = hh->next) {
-    // Hardened: only an exact fit, so the guard page stays right after the block.
-    bool fits = kSecure ? hh->map_size == need : hh->map_size >= need && hh->map_size <= 2 * need;
-    if (fits && (uintptr_t(hh) & (alignment - 1)) == 0 &&
-        (!best || hh->map_size < best->map_size)) {
-      best = hh;
-    }
+    if ((uintptr_t(hh) & (alignment - 1)) != 0 || hh->map_size < need || hh->map_size > limit)
+      continue;
+    if (!found || (smallest ? hh->map_size < found->map_size : hh->map_size > found->map_size))
+      found = hh;
   }
-  if (best) {
-    unlink(g_cache, best);
-    g_cache_bytes -= best->commit_size;
-    --g_cache_count;
+  return found;
+}
+
+// Gather cached mappings, largest first, into one fresh reservation of `need`
+// bytes: their pages move with them (page tables only), so only the part no
+// cached piece covers is faulted in. nullptr when nothing could be moved.
+HugeHeader* assemble(size_t need, size_t alignment) {
+  char* target = static_cast<char*>(os::reserve(need, alignment));
+  if (!target) return nullptr;
+  bump(g_stats.os_reserves);
+  size_t filled = 0;
+  while (HugeHeader* piece = cache_find(os::info().page_size, need - filled, 1, false)) {
+    size_t size = piece->map_size, committed = piece->commit_size;
+    if (committed != size) break;  // only where pages are all there to move
+    cache_unlink(piece);
+    if (!os::move_pages(piece, target + filled, size)) {
+      cache_push(piece, piece->freed_at);
+      break;
+    }
+    map_clear(uintptr_t(piece), size);
+    g_stats.reserved.sub(size);
+    g_stats.committed.sub(committed);
+    filled += size;
+  }
+  if (filled == 0) {
+    os::release(target, need);
+    return nullptr;
+  }
+  g_stats.reserved.add(need);
+  g_stats.committed.add(need);
+  auto* hh = reinterpret_cast<HugeHeader*>(target);
+  hh->map_size = hh->commit_size = need;
+  hh->alignment = alignment;
+  hh->next = hh->prev = nullptr;
+  return hh;
+}
+
+// A cached mapping for `need` bytes, resident where it was used before, so
+// reusing it costs no page faults. Best fit among those big enough; where
+// mappings can be split, the whole segments past `need` go back to the cache
+// as their own mapping, and when none is big enough, cached pieces are moved
+// together (assemble). The hardened build takes exact fits only, so the
+// guard page stays right after the block.
+HugeHeader* take_cached(size_t need, size_t alignment) {
+  const bool split = !kSecure && os::can_split();
+  LockGuard guard(g_huge_lock);
+  if (!g_cache) return nullptr;
+  size_t limit = kSecure ? need : split ? ~size_t{0} : 2 * need;
+  HugeHeader* best = cache_find(need, limit, alignment, true);
+  if (!best) return split ? assemble(need, alignment) : nullptr;
+  cache_unlink(best);
+  size_t keep = (need + kSegmentSize - 1) & ~kSegmentMask;
+  if (split && best->map_size > keep && best->commit_size == best->map_size) {
+    auto* rest = reinterpret_cast<HugeHeader*>(reinterpret_cast<char*>(best) + keep);
+    rest->map_size = rest->commit_size = best->map_size - keep;
+    rest->alignment = kSegmentSize;
+    rest->next = rest->prev = nullptr;
+    map_set(uintptr_t(rest), rest->map_size, kMapHuge, kMapHugeTail);
+    cache_push(rest, best->freed_at);
+    best->map_size = best->commit_size = keep;
   }
   return best;
 }
 
-// Make exactly [0, need) of a reused mapping committed. False if the OS
-// refuses (the mapping is then released).
+// Make [0, need) of a reused mapping committed. A committed tail stays: its
+// pages are resident from the last use, and dropping them would only fault
+// them in again when a bigger block comes; the purge releases idle mappings.
+// False if the OS refuses (the mapping is then released).
 bool fit_cached(HugeHeader* hh, size_t need) {
   char* base = reinterpret_cast<char*>(hh);
   if (hh->commit_size < need) {
@@ -114,11 +183,8 @@ bool fit_cached(HugeHeader* hh, size_t need) {
     bump(g_stats.os_commits);
     g_stats.committed.add(need - hh->commit_size);
     hh->commit_size = need;
-  } else if (hh->commit_size - need >= kSliceSize) {
-    os::decommit(base + need, hh->commit_size - need);
-    bump(g_stats.os_decommits);
-    g_stats.committed.sub(hh->commit_size - need);
-    hh->commit_size = need;
+    // Hardened: committing may have made the guard page accessible again.
+    if constexpr (kSecure) os::protect_none(base + need - kHugeGuard, kHugeGuard);
   }
   return true;
 }
@@ -137,8 +203,9 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
   if (hh && !fit_cached(hh, map_size)) hh = nullptr;
+  // A reused mapping may be larger than asked for: zero what was asked.
   if (hh && zero)
-    std::memset(reinterpret_cast<char*>(hh) + offset, 0, hh->commit_size - kHugeGuard - offset);
+    std::memset(reinterpret_cast<char*>(hh) + offset, 0, map_size - kHugeGuard - offset);
   if (!hh) {
     if (owner) {
       LockGuard guard(owner->lock);
@@ -206,21 +273,26 @@ void huge_free(uintptr_t p) {
     unmap(hh);
     return;
   }
+  // A program that keeps many huge blocks alive cycles through that much:
+  // the cache may hold as much as its peak of live huge blocks, so blocks
+  // churned at that scale come back without page faults (the purge delay
+  // still returns them once idle).
   size_t limit = size_t(option(GR_OPTION_HUGE_CACHE)) << 20;
+  size_t peak = g_stats.huge_bytes.peak.load(std::memory_order_relaxed);
+  if (limit != 0 && peak > limit) limit = peak;
   bool cached = false;
-  if (hh->map_size <= kCacheBlockMax && option(GR_OPTION_PURGE_DELAY) != 0) {
+  if (limit != 0 && option(GR_OPTION_PURGE_DELAY) != 0) {
     LockGuard guard(g_huge_lock);
     if (g_cache_count < kCacheSlots && g_cache_bytes + hh->commit_size <= limit) {
-      // Hardened: a cached block must not show its old contents.
+      // Hardened: a cached block must not show its old contents, so its pages
+      // go back (and are committed again on reuse).
       if constexpr (kSecure) {
-        os::decommit(reinterpret_cast<char*>(hh) + hh->offset,
-                     hh->commit_size - kHugeGuard - hh->offset);
+        size_t keep = page_round(sizeof(HugeHeader));
+        os::decommit(reinterpret_cast<char*>(hh) + keep, hh->commit_size - keep);
+        g_stats.committed.sub(hh->commit_size - keep);
+        hh->commit_size = keep;
       }
-      hh->cookie = kHugeCached ^ uintptr_t(hh);
-      hh->freed_at = os::now_ms();
-      push(g_cache, hh);
-      g_cache_bytes += hh->commit_size;
-      ++g_cache_count;
+      cache_push(hh, os::now_ms());
       cached = true;
     }
   }
@@ -262,9 +334,7 @@ bool huge_purge(uint64_t now, bool force) {
     for (HugeHeader *hh = g_cache, *next; hh; hh = next) {
       next = hh->next;
       if (force || (delay >= 0 && now - hh->freed_at >= uint64_t(delay))) {
-        unlink(g_cache, hh);
-        g_cache_bytes -= hh->commit_size;
-        --g_cache_count;
+        cache_unlink(hh);
         push(victims, hh);
       } else {
         pending = true;

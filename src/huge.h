@@ -1,7 +1,9 @@
 // Huge blocks: larger than kLargeMax, each in its own mapping aligned to the
 // segment size (so the segment map finds it), with a header page in front.
 // Freed mappings are cached for the purge delay, so programs that allocate
-// and free the same big buffers don't map and unmap every time.
+// and free big buffers don't map, fault in and unmap every time: where the OS
+// can split and move mappings (Linux), a cached mapping is split to fit and
+// several are moved together to make a bigger one, pages and all.
 #pragma once
 
 #include <cstddef>

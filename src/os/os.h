@@ -29,6 +29,14 @@ void decommit(void* p, size_t size);
 // Guard pages for the hardened build: no access / read-write again.
 void protect_none(void* p, size_t size);
 void protect_rw(void* p, size_t size);
+// Whether parts of a reservation can be released on their own and a
+// reservation moved (Linux: munmap of any range, mremap). Windows releases
+// whole reservations only.
+bool can_split();
+// Move the pages of [from, from+size) with their contents into [to, to+size),
+// inside a reservation of ours; the old range is gone afterwards. False (and
+// nothing changed) when the OS refuses or can't move pages.
+bool move_pages(void* from, void* to, size_t size);
 // Advise the OS that [p, p+size) may use transparent huge pages.
 void advise_huge(void* p, size_t size);
 

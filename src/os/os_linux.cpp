@@ -95,6 +95,14 @@ void* reserve(size_t size, size_t alignment) {
 
 void release(void* p, size_t size) { munmap(p, size); }
 
+bool can_split() { return true; }
+
+// mremap moves page-table entries, so pages already touched stay resident and
+// are not faulted in again.
+bool move_pages(void* from, void* to, size_t size) {
+  return mremap(from, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+}
+
 bool commit(void*, size_t) { return !injected_failure(); }
 
 void decommit(void* p, size_t size) { madvise(p, size, MADV_DONTNEED); }

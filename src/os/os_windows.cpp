@@ -89,6 +89,10 @@ void release(void* p, size_t) {
   VirtualFree(p, 0, MEM_RELEASE);
 }
 
+bool can_split() { return false; }
+
+bool move_pages(void*, void*, size_t) { return false; }
+
 bool commit(void* p, size_t size) {
   if (injected_failure()) return false;
   KeepLastError keep;
