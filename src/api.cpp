@@ -2,6 +2,7 @@
 // overflow checks, alignment, realloc, ownership, first-class heaps.
 #include <cerrno>
 #include <cstring>
+#include <type_traits>
 
 #include "granule.h"
 #include "heap.h"
@@ -51,6 +52,13 @@ void* realloc_with(void* p, size_t size, Alloc alloc) {
   }
   // Stay in place while the block fits and isn't mostly wasted.
   if (size <= usable && size >= usable / 2) return p;
+  // A huge block growing huge moves its pages instead of copying them.
+  // (Thread heaps' blocks only: a first-class heap counts its bytes.)
+  if constexpr (std::is_same_v<Alloc, decltype(&gr_malloc)>) {
+    if (size > usable && size > kLargeMax && map_kind(uintptr_t(p)) == kMapHuge) {
+      if (void* q = huge_grow(uintptr_t(p), size)) return q;
+    }
+  }
   void* q = alloc(size);
   if (!q) return nullptr;  // p is untouched
   std::memcpy(q, p, size < usable ? size : usable);

@@ -191,6 +191,61 @@ bool fit_cached(HugeHeader* hh, size_t need) {
 
 }  // namespace
 
+void* huge_grow(uintptr_t p, size_t size) {
+  if (kSecure || !os::can_split()) return nullptr;
+  HugeHeader* hh = header_of(p);
+  if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh)) || p != uintptr_t(hh) + hh->offset ||
+      hh->owner || hh->commit_size != hh->map_size || size > kMaxRequest - hh->offset)
+    return nullptr;
+  size_t old_size = hh->map_size, offset = hh->offset;
+  size_t map_size = page_round(offset + size);
+  if (map_size <= old_size) return nullptr;
+  char* target = static_cast<char*>(os::reserve(map_size, hh->alignment));
+  if (!target) return nullptr;
+  bump(g_stats.os_reserves);
+  if (!os::move_pages(hh, target, old_size)) {
+    os::release(target, map_size);
+    return nullptr;
+  }
+  map_clear(uintptr_t(hh), old_size);
+  hh = reinterpret_cast<HugeHeader*>(target);  // the header moved with its page
+  hh->cookie = kHugeLive ^ uintptr_t(hh);
+  hh->map_size = hh->commit_size = map_size;
+  g_stats.reserved.add(map_size - old_size);
+  g_stats.committed.add(map_size - old_size);
+  g_stats.huge_bytes.add(map_size - old_size);
+  map_set(uintptr_t(hh), map_size, kMapHuge, kMapHugeTail);
+  return target + offset;
+}
+
+void* huge_cache_take_segment() {
+  // Hardened: cached pages were decommitted, nothing to gain. Windows can't
+  // split a reservation.
+  if (kSecure || !os::can_split()) return nullptr;
+  HugeHeader* hh;
+  {
+    LockGuard guard(g_huge_lock);
+    hh = g_cache ? cache_find(kSegmentSize, ~size_t{0}, kSegmentSize, true) : nullptr;
+    if (!hh || hh->commit_size != hh->map_size) return nullptr;
+    cache_unlink(hh);
+    if (hh->map_size > kSegmentSize) {
+      auto* rest = reinterpret_cast<HugeHeader*>(reinterpret_cast<char*>(hh) + kSegmentSize);
+      rest->map_size = rest->commit_size = hh->map_size - kSegmentSize;
+      rest->alignment = kSegmentSize;
+      rest->next = rest->prev = nullptr;
+      map_set(uintptr_t(rest), rest->map_size, kMapHuge, kMapHugeTail);
+      cache_push(rest, hh->freed_at);
+    }
+  }
+  // The piece leaves the huge side's books; the segment counts it again.
+  g_stats.reserved.sub(kSegmentSize);
+  g_stats.committed.sub(kSegmentSize);
+  // The cache was non-empty, so the purge thread exists: this only marks
+  // work pending (the segment's unused slices are purged after the delay).
+  purge_notify();
+  return hh;
+}
+
 void huge_lock() { g_huge_lock.lock(); }
 void huge_unlock() { g_huge_lock.unlock(); }
 void huge_reset_lock() { g_huge_lock.reset(); }

@@ -19,11 +19,19 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero = false);
 // p is in a kMapHuge/kMapHugeTail chunk.
 void huge_free(uintptr_t p);
 size_t huge_usable_size(uintptr_t p);
+// Grow the huge block at p (a thread heap's) to hold `size` bytes by moving
+// its pages to a bigger mapping: no copy, and the old pages are not held
+// twice. nullptr (p untouched) where that can't be done.
+void* huge_grow(uintptr_t p, size_t size);
 Heap* huge_owner(uintptr_t p);
 // Unmap every huge block of a first-class heap (destroy/reset); under h->lock.
 void huge_release_heap(Heap* h);
 // Release cached mappings past the delay (all when force); true if some wait.
 bool huge_purge(uint64_t now, bool force);
+// A segment-sized, segment-aligned piece of a cached mapping, its pages still
+// resident, for a new segment (so memory a program freed as huge blocks
+// serves its small ones without new page faults); nullptr if none.
+void* huge_cache_take_segment();
 void huge_lock();
 void huge_unlock();
 void huge_reset_lock();

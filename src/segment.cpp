@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "huge.h"
 #include "options.h"
 #include "os/os.h"
 #include "report.h"
@@ -74,22 +75,33 @@ void decommit_slices(Segment* seg, uint64_t bits) {
 }
 
 Segment* segment_create(Heap* h) {
-  void* p = os::reserve(kSegmentSize, kSegmentSize);
-  if (!p) return nullptr;
-  bump(g_stats.os_reserves);
-  if (!os::commit(p, kSegmentHeaderSize)) {
-    os::release(p, kSegmentSize);
-    bump(g_stats.os_releases);
-    return nullptr;
+  // Memory freed as huge blocks and still resident comes first: no new
+  // pages, no faults. Its slices count as committed and are purged after
+  // the delay unless used.
+  void* p = huge_cache_take_segment();
+  bool resident = p != nullptr;
+  if (resident) {
+    std::memset(p, 0, kSegmentHeaderSize);
+  } else {
+    p = os::reserve(kSegmentSize, kSegmentSize);
+    if (!p) return nullptr;
+    bump(g_stats.os_reserves);
+    if (!os::commit(p, kSegmentHeaderSize)) {
+      os::release(p, kSegmentSize);
+      bump(g_stats.os_releases);
+      return nullptr;
+    }
+    bump(g_stats.os_commits);
   }
-  bump(g_stats.os_commits);
   auto* seg = static_cast<Segment*>(p);
-  // Fresh memory is zero: every descriptor already reads as a free slice.
+  // Zero memory: every descriptor reads as a free slice (free since 0, so a
+  // resident slice nobody takes is purged at the next pass).
   seg->cookie = kSegmentCookie ^ uintptr_t(seg);
   seg->heap = h;
   seg->free_mask = kAllSlices;
-  seg->committed_mask = 0;
-  seg->purge_mask = 0;
+  seg->committed_mask = resident ? kAllSlices : 0;
+  seg->purge_mask = resident ? kAllSlices : 0;
+  if (resident) g_stats.committed.add(kSegmentSize - kSegmentHeaderSize);
   seg->empty_since = 0;
   seg->retired_spans = 0;
   if constexpr (kSecure) {
