@@ -64,7 +64,8 @@ void purge_notify() {
     g_epoch.fetch_add(1, std::memory_order_release);
     os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
   }
-  if (g_thread.load(std::memory_order_relaxed) == 0 && g_allowed.load(std::memory_order_acquire) &&
+  if (g_thread.load(std::memory_order_relaxed) == 0 &&
+      (g_allowed.load(std::memory_order_acquire) || os::threads_before_start()) &&
       option(GR_OPTION_PURGE_THREAD) && option(GR_OPTION_PURGE_DELAY) > 0) {
     int expected = 0;
     if (g_thread.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {

@@ -52,6 +52,10 @@ void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms);
 void wake(const uint32_t* word);
 // Start a detached helper thread that blocks every signal; false on failure.
 bool start_thread(void (*fn)(void*), void* arg);
+// Whether helper threads may start before process start-up ran (Windows:
+// CreateThread needs nothing from the C runtime, and a program linked with
+// the static library has no start-up hook; Linux: not before libc is ready).
+bool threads_before_start();
 
 // Read an environment variable without libc's getenv (safe before libc is
 // initialised). Returns a pointer to the value or nullptr.

@@ -97,6 +97,8 @@ void release(void* p, size_t size) { munmap(p, size); }
 
 bool can_split() { return true; }
 
+bool threads_before_start() { return false; }
+
 // mremap moves page-table entries, so pages already touched stay resident and
 // are not faulted in again.
 bool move_pages(void* from, void* to, size_t size) {

@@ -91,6 +91,8 @@ void release(void* p, size_t) {
 
 bool can_split() { return false; }
 
+bool threads_before_start() { return true; }
+
 bool move_pages(void*, void*, size_t) { return false; }
 
 bool commit(void* p, size_t size) {
