@@ -79,8 +79,8 @@ HugeHeader* header_of(uintptr_t p) {
   return reinterpret_cast<HugeHeader*>(chunk);
 }
 
-// Place a cached mapping's header and segment-map entries (a split remainder
-// needs both: a stale pointer into it must still find a header).
+// Mark a mapping cached and put it in the cache (its segment-map entries
+// stay, so a stale pointer into it still finds its header).
 void cache_push(HugeHeader* hh, uint64_t freed_at) {
   hh->cookie = kHugeCached ^ uintptr_t(hh);
   hh->freed_at = freed_at;
@@ -106,6 +106,20 @@ HugeHeader* cache_find(size_t need, size_t limit, size_t alignment, bool smalles
       found = hh;
   }
   return found;
+}
+
+// Cut a fully committed mapping after `keep` bytes (a multiple of the segment
+// size); the rest goes back to the cache as a mapping of its own, with the
+// header and map entries a stale pointer into it needs. Under g_huge_lock.
+void split_off(HugeHeader* hh, size_t keep) {
+  if (hh->map_size <= keep) return;
+  auto* rest = reinterpret_cast<HugeHeader*>(reinterpret_cast<char*>(hh) + keep);
+  rest->map_size = rest->commit_size = hh->map_size - keep;
+  rest->alignment = kSegmentSize;
+  rest->next = rest->prev = nullptr;
+  map_set(uintptr_t(rest), rest->map_size, kMapHuge, kMapHugeTail);
+  cache_push(rest, hh->freed_at);
+  hh->map_size = hh->commit_size = keep;
 }
 
 // Gather cached mappings, largest first, into one fresh reservation of `need`
@@ -157,15 +171,7 @@ HugeHeader* take_cached(size_t need, size_t alignment) {
   if (!best) return split ? assemble(need, alignment) : nullptr;
   cache_unlink(best);
   size_t keep = (need + kSegmentSize - 1) & ~kSegmentMask;
-  if (split && best->map_size > keep && best->commit_size == best->map_size) {
-    auto* rest = reinterpret_cast<HugeHeader*>(reinterpret_cast<char*>(best) + keep);
-    rest->map_size = rest->commit_size = best->map_size - keep;
-    rest->alignment = kSegmentSize;
-    rest->next = rest->prev = nullptr;
-    map_set(uintptr_t(rest), rest->map_size, kMapHuge, kMapHugeTail);
-    cache_push(rest, best->freed_at);
-    best->map_size = best->commit_size = keep;
-  }
+  if (split && best->commit_size == best->map_size) split_off(best, keep);
   return best;
 }
 
@@ -228,14 +234,7 @@ void* huge_cache_take_segment() {
     hh = g_cache ? cache_find(kSegmentSize, ~size_t{0}, kSegmentSize, true) : nullptr;
     if (!hh || hh->commit_size != hh->map_size) return nullptr;
     cache_unlink(hh);
-    if (hh->map_size > kSegmentSize) {
-      auto* rest = reinterpret_cast<HugeHeader*>(reinterpret_cast<char*>(hh) + kSegmentSize);
-      rest->map_size = rest->commit_size = hh->map_size - kSegmentSize;
-      rest->alignment = kSegmentSize;
-      rest->next = rest->prev = nullptr;
-      map_set(uintptr_t(rest), rest->map_size, kMapHuge, kMapHugeTail);
-      cache_push(rest, hh->freed_at);
-    }
+    split_off(hh, kSegmentSize);
   }
   // The piece leaves the huge side's books; the segment counts it again.
   g_stats.reserved.sub(kSegmentSize);
