@@ -187,12 +187,23 @@ inline void span_alloc(Slab* s) {
   __atomic_fetch_or(&s->secure_bits[0], uint64_t{1}, __ATOMIC_RELAXED);
 }
 
+// Spans up to this size are wiped with the fill when freed; bigger ones are
+// decommitted (reads after free see zeros). A memset of a span this size
+// costs less than the madvise, its TLB shootdown and the page faults of the
+// span's next use (aligned allocations over 16 KiB get such spans, and were
+// 7x slower with decommit); above it, a span the program barely touched
+// would have all its pages faulted in just to be wiped.
+inline constexpr size_t kLargeFillMax = 256 * 1024;
+
 // A large span's one block is being freed (any thread).
 inline void on_free_large(Slab* s, Block* b) {
   uint64_t m = 1;
   if (!(__atomic_fetch_and(&s->secure_bits[0], ~m, __ATOMIC_RELAXED) & m))
     fail(ErrorKind::kDoubleFree, b, s->block_size);
-  os::decommit(s->start, s->block_size);  // reads after free see zeros
+  if (s->block_size <= kLargeFillMax)
+    std::memset(s->start, 0xdf, s->block_size);
+  else
+    os::decommit(s->start, s->block_size);
 }
 
 // b (a block start of live class slab s) is being freed, by the owner
