@@ -239,9 +239,10 @@ void* huge_cache_take_segment() {
   // The piece leaves the huge side's books; the segment counts it again.
   g_stats.reserved.sub(kSegmentSize);
   g_stats.committed.sub(kSegmentSize);
-  // The cache was non-empty, so the purge thread exists: this only marks
-  // work pending (the segment's unused slices are purged after the delay).
-  purge_notify();
+  // No purge_notify: this runs under the heap's lock (starting the purge
+  // thread would allocate through it). Caching the block marked work
+  // pending, and the purge thread keeps it so while the new segment's unused
+  // slices wait (they are due at once: free since 0).
   return hh;
 }
 
