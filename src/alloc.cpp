@@ -79,26 +79,18 @@ extern "C" void gr_free(void* p) {
     }
     return heap_free_slow(p);
   }
-  uintptr_t u = uintptr_t(p);
-  if (__builtin_expect(map_kind(u) == kMapSegment, 1)) {
-    Slab* s = slab_at(segment_of(u), u);
+  if (Slab* s = live_block_slice(p)) {
     Heap* h = heap_current();
-    uint64_t off = u - uintptr_t(s->start);
     auto* b = static_cast<Block*>(p);
-    uintptr_t tag = block_tag(s, b);
-    if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic && b->tag != tag,
-                         1)) {
-      if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
-        b->next = s->free;
-        b->tag = tag;
-        s->free = b;
-        if (__builtin_expect(--s->used != 0, 1)) return;
-        return heap_slab_empty(h, s);
-      }
-      // Tail and free slices keep stale fields: only a live slab's head
-      // descriptor says kSlab.
-      if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(s, b);
+    uintptr_t tag = block_tag(s, b);  // before the stores: they could alias s->key
+    if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
+      b->next = s->free;
+      b->tag = tag;
+      s->free = b;
+      if (__builtin_expect(--s->used != 0, 1)) return;
+      return heap_slab_empty(h, s);
     }
+    if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(s, b);
   }
   heap_free_slow(p);
 }

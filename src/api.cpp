@@ -66,6 +66,19 @@ void* realloc_with(void* p, size_t size, Alloc alloc) {
   return q;
 }
 
+__attribute__((noinline)) void* realloc_slow(void* p, size_t size) {
+  if (!p) return gr_malloc(size);
+  if (size == 0) {  // as glibc: free and return NULL
+    gr_free(p);
+    return nullptr;
+  }
+  if (size > kMaxRequest) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc_with(p, size, gr_malloc);
+}
+
 }  // namespace
 
 extern "C" {
@@ -92,16 +105,15 @@ void* gr_calloc(size_t count, size_t size) {
 }
 
 void* gr_realloc(void* p, size_t size) {
-  if (!p) return gr_malloc(size);
-  if (size == 0) {  // as glibc: free and return NULL
-    gr_free(p);
-    return nullptr;
+  if constexpr (!kSecure) {
+    // Fast path: the caller's own live block that still fits, and would not
+    // be mostly wasted, stays where it is (interpreters realloc small blocks
+    // a lot). NULL, size 0 and everything else take realloc_slow.
+    if (Slab* s = live_block_slice(p); s && slab_fast_owner(s) == heap_current()) {
+      if (size - 1 < s->block_size && size >= s->block_size / 2) return p;
+    }
   }
-  if (size > kMaxRequest) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  return realloc_with(p, size, gr_malloc);
+  return realloc_slow(p, size);
 }
 
 void* gr_reallocarray(void* p, size_t count, size_t size) {

@@ -49,6 +49,24 @@ inline uintptr_t block_tag(const Slab* s, const void* b) {
   return s->key ^ uintptr_t(b);
 }
 
+// Hot (free and realloc fast paths, default build): the slice descriptor of
+// p when p is a live block start in a segment: carved, on a block boundary,
+// not tagged free. Only a head descriptor whose fast owner or kind says so
+// is a live slab (tail and free slices keep stale fields). nullptr otherwise:
+// NULL, huge, foreign, interior and already-free pointers take a slow path.
+inline Slab* live_block_slice(void* p) {
+  uintptr_t u = uintptr_t(p);
+  if (__builtin_expect(map_kind(u) != kMapSegment, 0)) return nullptr;
+  Slab* s = slab_at(segment_of(u), u);
+  uint64_t off = u - uintptr_t(s->start);
+  auto* b = static_cast<Block*>(p);
+  if (__builtin_expect(
+          off < slab_carved(s) && off * s->div_magic < s->div_magic && b->tag != block_tag(s, b),
+          1))
+    return s;
+  return nullptr;
+}
+
 // Hardened build: a block freed by another thread carries this mark in its
 // tag word until the owner collects it (a second free sees it). A live block
 // holds it by chance with odds 2^-64. It has its own secret: a program that
