@@ -171,7 +171,29 @@ void retire_locked(Heap* h, Slab* s) {
   segment_return_slices(h, s, os::now_ms());
 }
 
+// An owner's empty slab goes back to its segment.
+void release_empty(Heap* h, Slab* s) {
+  queue_remove(h, s);
+  {
+    LockGuard guard(h->lock);
+    segment_return_slices(h, s, os::now_ms());
+  }
+  purge_notify();
+}
+
+// A program that allocates one big buffer after another, each of a new size
+// (an interpreter reading its files), would otherwise leave one empty slab
+// per medium class, each holding the pages its last block touched: give those
+// back before taking slices, so the new slab reuses their (resident) pages.
+void release_idle_medium(Heap* h, unsigned except) {
+  for (unsigned c = kSmallClassCount; c < kClassCount; ++c) {
+    Slab* s = h->queues[c].head;
+    if (c != except && s && s->used == 0 && s->next == nullptr) release_empty(h, s);
+  }
+}
+
 Slab* new_slab(Heap* h, unsigned c) {
+  if (c >= kSmallClassCount) release_idle_medium(h, c);
   unsigned slices = class_slab_slices(c);
   Slab* s;
   {
@@ -571,12 +593,7 @@ void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
 void heap_slab_empty(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
   if (q.head == s && q.tail == s) return;  // keep one slab per class: no thrash at a boundary
-  queue_remove(h, s);
-  {
-    LockGuard guard(h->lock);
-    segment_return_slices(h, s, os::now_ms());
-  }
-  purge_notify();
+  release_empty(h, s);
 }
 
 namespace {
