@@ -154,9 +154,11 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
   Segment* found = nullptr;
   int first = -1;
   // Prefer slices that are still committed (no page faults, no OS call),
-  // then any free run; segments are few per heap. Slices of retired spans
-  // come last: while they stay free, a second free of the span is caught
-  // instead of freeing whatever block would start at the same address.
+  // then any free run; segments are few per heap. A run holding the first
+  // slice of a retired span comes last: while that slice stays free, a
+  // second free of the span is caught instead of freeing whatever block
+  // would start at the same address. The span's other slices are reused at
+  // once, pages and all.
   for (int pass = 0; pass < 3 && first < 0; ++pass) {
     for (Segment* seg = h->segments; seg; seg = seg->next) {
       uint64_t free = seg->free_mask;
@@ -217,7 +219,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   uint64_t bits = run_bits(first, count);
   seg->free_mask |= bits;
   seg->purge_mask |= bits & seg->committed_mask;
-  if (span) seg->retired_spans |= bits;
+  if (span) seg->retired_spans |= uint64_t{1} << first;
   if (seg->free_mask == kAllSlices) seg->empty_since = now;
   if (option(GR_OPTION_PURGE_DELAY) == 0) segment_purge(h, now, true);
 }

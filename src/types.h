@@ -101,7 +101,7 @@ struct Segment {
   uint64_t committed_mask;  // slices whose memory is committed
   uint64_t purge_mask;      // free, committed slices waiting to be decommitted
   uint64_t empty_since;     // when the last slab left (0: not empty)
-  uint64_t retired_spans;   // free slices of retired large spans, reused last
+  uint64_t retired_spans;   // first slices of retired large spans, reused last
   alignas(128) Slab slabs[kSlicesPerSegment];
 };
 static_assert(sizeof(Segment) <= kSegmentHeaderSize - 4096,

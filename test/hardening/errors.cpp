@@ -89,6 +89,23 @@ int main(int argc, char** argv) {
     double_free(40);
   } else if (!std::strcmp(what, "double-free-large")) {
     double_free(300000);
+  } else if (!std::strcmp(what, "double-free-large-reused")) {
+    // The freed span's other slices serve the next span at once; the second
+    // free of the first must still be caught, and the new block left alone.
+    void* p = std::malloc(400000);
+    std::memset(p, 1, 400000);
+    announce(p);
+    std::free(p);
+    auto* q = static_cast<uint8_t*>(std::malloc(200000));
+    std::memset(q, 0x5a, 200000);
+    std::free(launder(p));
+    auto* r = static_cast<uint8_t*>(std::malloc(200000));
+    std::memset(r, 0xa5, 200000);
+    for (size_t k = 0; k < 200000; ++k)
+      if (q[k] != 0x5a) fail("a block reusing the freed span was freed by the second free");
+    std::free(r);
+    std::free(q);
+    verify_heap(400000);
   } else if (!std::strcmp(what, "double-free-huge")) {
     double_free(8u << 20);
   } else if (!std::strcmp(what, "double-free-cross-thread")) {

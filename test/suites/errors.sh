@@ -60,6 +60,7 @@ while read -r scenario secure_msg default_msg; do
 done <<'LIST'
 double-free-small double_free double_free
 double-free-large double_free double_free
+double-free-large-reused double_free double_free
 double-free-huge double_free double_free
 double-free-cross-thread double_free double_free
 free-stack invalid_free invalid_free
