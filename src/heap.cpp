@@ -183,25 +183,35 @@ void release_empty(Heap* h, Slab* s) {
 
 // A program that allocates one big buffer after another, each of a new size
 // (an interpreter reading its files), would otherwise leave one empty slab
-// per medium class, each holding the pages its last block touched: give those
-// back before taking slices, so the new slab reuses their (resident) pages.
+// per medium class, each holding the pages its last block touched. When a
+// new medium slab finds no free slices still resident, those go back first,
+// so it reuses their pages; all but the two emptied last, so a program
+// cycling through a few sizes doesn't make and drop a slab per malloc.
+constexpr uint64_t kIdleMediumKept = 2;
 void release_idle_medium(Heap* h, unsigned except) {
   for (unsigned c = kSmallClassCount; c < kClassCount; ++c) {
     Slab* s = h->queues[c].head;
-    if (c != except && s && s->used == 0 && s->next == nullptr) release_empty(h, s);
+    if (c != except && s && s->used == 0 && s->next == nullptr &&
+        s->free_since + kIdleMediumKept <= h->idle_epoch)
+      release_empty(h, s);
   }
 }
 
+Slab* take_slices(Heap* h, unsigned slices, bool resident_only) {
+  LockGuard guard(h->lock);
+  if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
+    return nullptr;
+  }
+  return segment_take_slices(h, slices, false, resident_only);
+}
+
 Slab* new_slab(Heap* h, unsigned c) {
-  if (c >= kSmallClassCount) release_idle_medium(h, c);
   unsigned slices = class_slab_slices(c);
-  Slab* s;
-  {
-    LockGuard guard(h->lock);
-    if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
-      return nullptr;
-    }
-    s = segment_take_slices(h, slices, false);
+  bool medium = c >= kSmallClassCount;
+  Slab* s = take_slices(h, slices, medium);
+  if (!s && medium) {
+    release_idle_medium(h, c);
+    s = take_slices(h, slices, false);
   }
   if (!s) return nullptr;
   slab_init(s, h, c, next_key(h));
@@ -592,7 +602,10 @@ void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
 
 void heap_slab_empty(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
-  if (q.head == s && q.tail == s) return;  // keep one slab per class: no thrash at a boundary
+  if (q.head == s && q.tail == s) {  // keep one slab per class: no thrash at a boundary
+    if (s->size_class >= kSmallClassCount) s->free_since = ++h->idle_epoch;
+    return;
+  }
   release_empty(h, s);
 }
 

@@ -150,7 +150,7 @@ int find_run(uint64_t free, unsigned count) {
 
 }  // namespace
 
-Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
+Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only) {
   Segment* found = nullptr;
   int first = -1;
   // Prefer slices that are still committed (no page faults, no OS call),
@@ -159,7 +159,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
   // second free of the span is caught instead of freeing whatever block
   // would start at the same address. The span's other slices are reused at
   // once, pages and all.
-  for (int pass = 0; pass < 3 && first < 0; ++pass) {
+  for (int pass = 0; pass < (resident_only ? 1 : 3) && first < 0; ++pass) {
     for (Segment* seg = h->segments; seg; seg = seg->next) {
       uint64_t free = seg->free_mask;
       if (avoid_slice0) free &= ~uint64_t{1};
@@ -173,6 +173,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0) {
     }
   }
   bool created = first < 0;
+  if (created && resident_only) return nullptr;
   if (created) {
     found = segment_create(h);
     if (!found) return nullptr;

@@ -35,8 +35,9 @@ void map_clear(uintptr_t start, size_t size);
 // All of these run under heap->lock.
 // A run of `count` free slices of h's segments (a new segment if needed),
 // committed; the head descriptor is returned with kind kSlab and its tail
-// descriptors linked. nullptr when the OS refuses memory.
-Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0);
+// descriptors linked. nullptr when the OS refuses memory, or, with
+// `resident_only`, when no run of still-committed slices is free.
+Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only = false);
 // Give a slab's slices back to its segment; they are decommitted after the
 // purge delay, and an empty segment released.
 void segment_return_slices(Heap* h, Slab* head, uint64_t now);

@@ -21,6 +21,7 @@ void init_common(Slab* s, Heap* h, uint32_t block_size, uintptr_t key) {
   s->key = key;
   s->heap = h;
   s->flags = 0;
+  s->free_since = 0;
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
   s->remote.store(kAttached, std::memory_order_relaxed);

@@ -79,7 +79,8 @@ struct alignas(128) Slab {
   uint16_t slice_count;  // head: slices in the slab
   uint16_t head_offset;  // tail: slices back to the head
   uint32_t pad_;
-  uint64_t free_since;      // kFree slices: when they became free (ms), for purging
+  uint64_t free_since;      // kFree slices: when they became free (ms), for purging;
+                            // an owner's empty medium slab: its heap's idle_epoch then
   uint64_t* secure_bits;    // hardened build: allocation bitmap (in the segment header)
   uint64_t secure_tag_key;  // hardened build: secret of the mark on blocks freed remotely
 };
@@ -157,6 +158,7 @@ struct Heap {
   HugeHeader* huge = nullptr;  // huge blocks of this heap (under lock)
   // --- statistics, owner-written, read racily on demand ---
   uint64_t blocks_handed = 0;  // blocks made available (carved or collected)
+  uint64_t idle_epoch = 0;     // medium slabs kept empty so far (release_idle_medium)
 
   constexpr Heap() = default;
   // The empty heap: every size points at a slab with no free block, so the
