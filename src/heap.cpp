@@ -600,7 +600,8 @@ void* heap_malloc_slow(size_t size) {
 
 void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
 
-void heap_slab_empty(Heap* h, Slab* s) {
+// Off the free fast path: kept out of line so free stays a leaf without spills.
+__attribute__((noinline)) void heap_slab_empty(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
   if (q.head == s && q.tail == s) {  // keep one slab per class: no thrash at a boundary
     if (s->size_class >= kSmallClassCount) s->free_since = ++h->idle_epoch;
