@@ -2,7 +2,6 @@
 // overflow checks, alignment, realloc, ownership, first-class heaps.
 #include <cerrno>
 #include <cstring>
-#include <type_traits>
 
 #include "granule.h"
 #include "heap.h"
@@ -35,6 +34,12 @@ bool valid_first_class(const Heap* h) {
          h->state.load(std::memory_order_acquire) == HeapState::kLive;
 }
 
+// A realloc stays in place while the block holds `size` bytes (size 0 never:
+// it frees) and would not be mostly wasted.
+inline bool stays_in_place(size_t size, size_t usable) {
+  return size - 1 < usable && size >= usable / 2;
+}
+
 // Move p's contents into a new block from `alloc` when they don't fit.
 template <class Alloc>
 void* realloc_with(void* p, size_t size, Alloc alloc) {
@@ -50,15 +55,7 @@ void* realloc_with(void* p, size_t size, Alloc alloc) {
     errno = EINVAL;
     return nullptr;
   }
-  // Stay in place while the block fits and isn't mostly wasted.
-  if (size <= usable && size >= usable / 2) return p;
-  // A huge block growing huge moves its pages instead of copying them.
-  // (Thread heaps' blocks only: a first-class heap counts its bytes.)
-  if constexpr (std::is_same_v<Alloc, decltype(&gr_malloc)>) {
-    if (size > usable && size > kLargeMax && map_kind(uintptr_t(p)) == kMapHuge) {
-      if (void* q = huge_grow(uintptr_t(p), size)) return q;
-    }
-  }
+  if (stays_in_place(size, usable)) return p;
   void* q = alloc(size);
   if (!q) return nullptr;  // p is untouched
   std::memcpy(q, p, size < usable ? size : usable);
@@ -75,6 +72,11 @@ __attribute__((noinline)) void* realloc_slow(void* p, size_t size) {
   if (size > kMaxRequest) {
     errno = ENOMEM;
     return nullptr;
+  }
+  // A huge block growing past its mapping moves its pages instead of copying
+  // them (nullptr when it fits, or can't: then as any other block).
+  if (size > kLargeMax && map_kind(uintptr_t(p)) == kMapHuge) {
+    if (void* q = huge_grow(uintptr_t(p), size)) return q;
   }
   return realloc_with(p, size, gr_malloc);
 }
@@ -110,7 +112,7 @@ void* gr_realloc(void* p, size_t size) {
     // be mostly wasted, stays where it is (interpreters realloc small blocks
     // a lot). NULL, size 0 and everything else take realloc_slow.
     if (Slab* s = live_block_slice(p); s && slab_fast_owner(s) == heap_current()) {
-      if (size - 1 < s->block_size && size >= s->block_size / 2) return p;
+      if (stays_in_place(size, s->block_size)) return p;
     }
   }
   return realloc_slow(p, size);
