@@ -139,6 +139,24 @@ void segment_destroy(Heap* h, Segment* seg) {
   bump(g_stats.os_releases);
 }
 
+// A heap about to fault in `count` fresh slices while other free slices of
+// its own sit resident, waiting out their purge delay, decommits as many of
+// those now: they would go back within the delay anyway, and keeping them
+// only raises the peak. That happens when the free runs are too short for
+// the slab asked for (freed small slabs between live ones), so the resident
+// set stays flat instead of growing by what fragmentation strands.
+void decommit_idle(Heap* h, unsigned count) {
+  if (option(GR_OPTION_PURGE_DELAY) < 0) return;  // never purge: the program asked to keep it
+  for (Segment* seg = h->segments; seg && count; seg = seg->next) {
+    uint64_t due = 0;
+    for (uint64_t m = seg->purge_mask; m && count; m &= m - 1, --count) due |= m & (~m + 1);
+    if (due) {
+      decommit_slices(seg, due);
+      seg->purge_mask &= ~due;
+    }
+  }
+}
+
 // Lowest start of `count` consecutive set bits in `free`, or -1.
 int find_run(uint64_t free, unsigned count) {
   uint64_t m = free;
@@ -154,17 +172,24 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   Segment* found = nullptr;
   int first = -1;
   // Prefer slices that are still committed (no page faults, no OS call),
-  // then any free run; segments are few per heap. A run holding the first
-  // slice of a retired span comes last: while that slice stays free, a
-  // second free of the span is caught instead of freeing whatever block
-  // would start at the same address. The span's other slices are reused at
-  // once, pages and all.
-  for (int pass = 0; pass < (resident_only ? 1 : 3) && first < 0; ++pass) {
+  // then any free run; segments are few per heap. While the first slice of
+  // a retired span stays free, a second free of the span is caught instead
+  // of freeing whatever block would start at the same address, so such runs
+  // come after others of their kind. The default build still takes a
+  // resident one before faulting in fresh pages: a program churning spans
+  // would otherwise touch every slice of its segments within one purge
+  // delay. The hardened build keeps them for last.
+  struct Pass {
+    bool committed, retired;
+  };
+  static constexpr Pass kPasses[] = {
+      {true, false}, {true, !kSecure}, {false, false}, {false, true}};
+  for (unsigned pass = 0; pass < (resident_only ? 2 : 4) && first < 0; ++pass) {
     for (Segment* seg = h->segments; seg; seg = seg->next) {
       uint64_t free = seg->free_mask;
       if (avoid_slice0) free &= ~uint64_t{1};
-      if (pass == 0) free &= seg->committed_mask;
-      if (pass < 2) free &= ~seg->retired_spans;
+      if (kPasses[pass].committed) free &= seg->committed_mask;
+      if (!kPasses[pass].retired) free &= ~seg->retired_spans;
       int f = find_run(free, count);
       if (f >= 0) {
         found = seg, first = f;
@@ -180,7 +205,8 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
     first = avoid_slice0 ? 1 : 0;
   }
   uint64_t bits = run_bits(unsigned(first), count);
-  if (!commit_slices(found, bits & ~found->committed_mask)) {
+  uint64_t fresh = bits & ~found->committed_mask;
+  if (!commit_slices(found, fresh)) {
     // A segment made for this request would stay empty with empty_since 0,
     // which purging never releases: give it back now.
     if (created) segment_destroy(h, found);
@@ -201,6 +227,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   head->slice_count = uint16_t(count);
   head->head_offset = 0;
   h->held_bytes += size_t(count) << kSliceShift;
+  if (fresh) decommit_idle(h, unsigned(__builtin_popcountll(fresh)));
   return head;
 }
 
