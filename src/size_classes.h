@@ -41,13 +41,21 @@ constexpr unsigned size_class_of(size_t n) {
 }
 
 // Slab size of a class, in slices: small classes use one slice; medium
-// classes as many as hold ~8 blocks, at most 8 slices.
+// classes about as many as hold ~8 blocks (at most 8 slices), or down to
+// half that where the blocks fill the slab better. Once a program has
+// touched its pages, a slab's unused tail stays resident: 88 KiB blocks
+// leave 72 KiB of 8 slices unused, 8 bytes of 7.
 constexpr unsigned class_slab_slices(unsigned c) {
   size_t b = class_block_size(c);
   if (b <= kSmallMax) return 1;
-  size_t want = std::bit_ceil(b * 8);
-  size_t slices = want / kSliceSize;
-  return unsigned(slices > 8 ? 8 : slices);
+  size_t most = std::bit_ceil(b * 8) / kSliceSize;
+  if (most > 8) most = 8;
+  size_t best = most;
+  for (size_t n = most - 1; n >= (most + 1) / 2; --n) {
+    size_t bytes = n * kSliceSize, best_bytes = best * kSliceSize;
+    if ((bytes % b) * best_bytes < (best_bytes % b) * bytes) best = n;
+  }
+  return unsigned(best);
 }
 
 static_assert(class_block_size(kClassCount - 1) == kMediumMax);
