@@ -76,7 +76,11 @@ __attribute__((noinline)) void* realloc_slow(void* p, size_t size) {
   // A huge block growing past its mapping moves its pages instead of copying
   // them (nullptr when it fits, or can't: then as any other block).
   if (size > kLargeMax && map_kind(uintptr_t(p)) == kMapHuge) {
-    if (void* q = huge_grow(uintptr_t(p), size)) return q;
+    size_t fresh;
+    if (void* q = huge_grow(uintptr_t(p), size, &fresh)) {
+      heap_offset_growth(heap_current(), fresh);
+      return q;
+    }
   }
   return realloc_with(p, size, gr_malloc);
 }
@@ -97,7 +101,7 @@ void* gr_calloc(size_t count, size_t size) {
       errno = ENOMEM;
       return nullptr;
     }
-    void* p = huge_alloc(nullptr, total, kMinAlign, true);
+    void* p = heap_alloc_huge(heap_current(), total, true);
     if (!p) errno = ENOMEM;
     return p;
   }

@@ -197,6 +197,16 @@ void release_idle_medium(Heap* h, unsigned except) {
   }
 }
 
+// A huge block of h's: freshly mapped pages grow the resident set as fresh
+// slices do (segment_take_slices), so h's idle slices go back as much.
+void* alloc_huge(Heap* h, size_t size, size_t alignment, bool zero = false) {
+  size_t fresh;
+  void* p =
+      huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment, zero, &fresh);
+  if (fresh) heap_offset_growth(h, fresh);
+  return p;
+}
+
 Slab* take_slices(Heap* h, unsigned slices, bool resident_only) {
   LockGuard guard(h->lock);
   if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
@@ -257,8 +267,7 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
   if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
   size_t slices = (need + kSliceSize - 1) >> kSliceShift;
-  if (slices >= kSlicesPerSegment)
-    return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
+  if (slices >= kSlicesPerSegment) return alloc_huge(h, size, alignment);
   Slab* s;
   {
     LockGuard guard(h->lock);
@@ -576,7 +585,7 @@ void* heap_alloc(Heap* h, size_t size) {
   if (size <= kMediumMax) return alloc_class(h, size_class_of(size));
   if (size <= kLargeMax) return alloc_large(h, size, kMinAlign);
   if (size > kMaxRequest) return nullptr;
-  return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, kMinAlign);
+  return alloc_huge(h, size, kMinAlign);
 }
 
 void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
@@ -586,7 +595,7 @@ void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
   unsigned c = aligned_class(size, alignment);
   if (c < kClassCount) return alloc_class(h, c);
   if (size <= kLargeMax) return alloc_large(h, size, alignment);
-  return huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment);
+  return alloc_huge(h, size, alignment);
 }
 
 void* heap_malloc_slow(size_t size) {
@@ -599,6 +608,15 @@ void* heap_malloc_slow(size_t size) {
 }
 
 void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
+
+void* heap_alloc_huge(Heap* h, size_t size, bool zero) {
+  return alloc_huge(h, size, kMinAlign, zero);
+}
+
+void heap_offset_growth(Heap* h, size_t bytes) {
+  LockGuard guard(h->lock);
+  segment_decommit_idle(h, bytes);
+}
 
 // Off the free fast path: kept out of line so free stays a leaf without spills.
 __attribute__((noinline)) void heap_slab_empty(Heap* h, Slab* s) {

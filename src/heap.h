@@ -34,6 +34,11 @@ inline void heap_set_current(Heap* h) { tl_heap = h; }
 // of a first-class heap's owner_lock) ---
 void* heap_alloc(Heap* h, size_t size);
 void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size);
+// A huge block (over kLargeMax) for h; zero: it must read as zeros.
+void* heap_alloc_huge(Heap* h, size_t size, bool zero);
+// h's resident set grew by `bytes` outside its segments: its idle free
+// slices go back as much now instead of after their purge delay.
+void heap_offset_growth(Heap* h, size_t bytes);
 // The malloc fast path missed: initialise the thread heap if needed, then
 // allocate. nullptr when memory is exhausted (errno is left to the caller).
 void* heap_malloc_slow(size_t size);

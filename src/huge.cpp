@@ -179,7 +179,7 @@ HugeHeader* take_cached(size_t need, size_t alignment) {
 // pages are resident from the last use, and dropping them would only fault
 // them in again when a bigger block comes; the purge releases idle mappings.
 // False if the OS refuses (the mapping is then released).
-bool fit_cached(HugeHeader* hh, size_t need) {
+bool fit_cached(HugeHeader* hh, size_t need, size_t* fresh) {
   char* base = reinterpret_cast<char*>(hh);
   if (hh->commit_size < need) {
     if (!os::commit(base + hh->commit_size, need - hh->commit_size)) {
@@ -187,6 +187,7 @@ bool fit_cached(HugeHeader* hh, size_t need) {
       return false;
     }
     bump(g_stats.os_commits);
+    *fresh = need - hh->commit_size;
     g_stats.committed.add(need - hh->commit_size);
     hh->commit_size = need;
     // Hardened: committing may have made the guard page accessible again.
@@ -197,7 +198,7 @@ bool fit_cached(HugeHeader* hh, size_t need) {
 
 }  // namespace
 
-void* huge_grow(uintptr_t p, size_t size) {
+void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
   if (kSecure || !os::can_split()) return nullptr;
   HugeHeader* hh = header_of(p);
   if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh)) || p != uintptr_t(hh) + hh->offset ||
@@ -221,6 +222,7 @@ void* huge_grow(uintptr_t p, size_t size) {
   g_stats.committed.add(map_size - old_size);
   g_stats.huge_bytes.add(map_size - old_size);
   map_set(uintptr_t(hh), map_size, kMapHuge, kMapHugeTail);
+  *fresh = map_size - old_size;
   return target + offset;
 }
 
@@ -250,14 +252,15 @@ void huge_lock() { g_huge_lock.lock(); }
 void huge_unlock() { g_huge_lock.unlock(); }
 void huge_reset_lock() { g_huge_lock.reset(); }
 
-void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
+void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* fresh) {
+  *fresh = 0;
   size_t ps = os::info().page_size;
   size_t offset = alignment > ps ? alignment : ps;
   if (size > kMaxRequest || offset > kMaxRequest) return nullptr;
   size_t map_size = page_round(offset + size) + kHugeGuard;
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
-  if (hh && !fit_cached(hh, map_size)) hh = nullptr;
+  if (hh && !fit_cached(hh, map_size, fresh)) hh = nullptr;
   // A reused mapping may be larger than asked for: zero what was asked.
   if (hh && zero)
     std::memset(reinterpret_cast<char*>(hh) + offset, 0, map_size - kHugeGuard - offset);
@@ -281,6 +284,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero) {
       return nullptr;
     }
     bump(g_stats.os_commits);
+    *fresh = map_size;
     if constexpr (kSecure)
       os::protect_none(static_cast<char*>(p) + map_size - kHugeGuard, kHugeGuard);
     if (option(GR_OPTION_LARGE_PAGES)) os::advise_huge(p, map_size);

@@ -15,14 +15,16 @@ namespace granule {
 
 // owner: a first-class heap, or nullptr for blocks of thread heaps.
 // zero: the block must read as zeros (fresh mappings already do).
-void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero = false);
+// *fresh: bytes newly mapped or committed for it (cache hits add none).
+void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* fresh);
 // p is in a kMapHuge/kMapHugeTail chunk.
 void huge_free(uintptr_t p);
 size_t huge_usable_size(uintptr_t p);
 // Grow the huge block at p (a thread heap's) to hold `size` bytes by moving
 // its pages to a bigger mapping: no copy, and the old pages are not held
-// twice. nullptr (p untouched) where that can't be done.
-void* huge_grow(uintptr_t p, size_t size);
+// twice. nullptr (p untouched) where that can't be done. *fresh: the bytes
+// the block grew by.
+void* huge_grow(uintptr_t p, size_t size, size_t* fresh);
 Heap* huge_owner(uintptr_t p);
 // Unmap every huge block of a first-class heap (destroy/reset); under h->lock.
 void huge_release_heap(Heap* h);

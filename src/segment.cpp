@@ -139,24 +139,6 @@ void segment_destroy(Heap* h, Segment* seg) {
   bump(g_stats.os_releases);
 }
 
-// A heap about to fault in `count` fresh slices while other free slices of
-// its own sit resident, waiting out their purge delay, decommits as many of
-// those now: they would go back within the delay anyway, and keeping them
-// only raises the peak. That happens when the free runs are too short for
-// the slab asked for (freed small slabs between live ones), so the resident
-// set stays flat instead of growing by what fragmentation strands.
-void decommit_idle(Heap* h, unsigned count) {
-  if (option(GR_OPTION_PURGE_DELAY) < 0) return;  // never purge: the program asked to keep it
-  for (Segment* seg = h->segments; seg && count; seg = seg->next) {
-    uint64_t due = 0;
-    for (uint64_t m = seg->purge_mask; m && count; m &= m - 1, --count) due |= m & (~m + 1);
-    if (due) {
-      decommit_slices(seg, due);
-      seg->purge_mask &= ~due;
-    }
-  }
-}
-
 // Lowest start of `count` consecutive set bits in `free`, or -1.
 int find_run(uint64_t free, unsigned count) {
   uint64_t m = free;
@@ -227,7 +209,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   head->slice_count = uint16_t(count);
   head->head_offset = 0;
   h->held_bytes += size_t(count) << kSliceShift;
-  if (fresh) decommit_idle(h, unsigned(__builtin_popcountll(fresh)));
+  if (fresh) segment_decommit_idle(h, size_t(__builtin_popcountll(fresh)) << kSliceShift);
   return head;
 }
 
@@ -278,6 +260,24 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
     if (seg->purge_mask) pending = true;
   }
   return pending;
+}
+
+// Idle free slices would go back within their purge delay anyway; a heap
+// whose resident set grows meanwhile (fresh slices because the free runs
+// are too short for the slab asked for, a fresh huge mapping) gives back as
+// much of them now, so its peak stays flat instead of growing by what
+// fragmentation and the delay strand.
+void segment_decommit_idle(Heap* h, size_t bytes) {
+  size_t count = (bytes + kSliceSize - 1) >> kSliceShift;
+  if (option(GR_OPTION_PURGE_DELAY) < 0) return;  // never purge: the program asked to keep it
+  for (Segment* seg = h->segments; seg && count; seg = seg->next) {
+    uint64_t due = 0;
+    for (uint64_t m = seg->purge_mask; m && count; m &= m - 1, --count) due |= m & (~m + 1);
+    if (due) {
+      decommit_slices(seg, due);
+      seg->purge_mask &= ~due;
+    }
+  }
 }
 
 void segment_release_all(Heap* h) {

@@ -44,6 +44,9 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now);
 // Decommit what has waited past the delay (everything free when force);
 // release empty segments. Returns true when something is still waiting.
 bool segment_purge(Heap* h, uint64_t now, bool force);
+// h's resident set grows by `bytes`: decommit as much of its idle free
+// slices now rather than after their delay (under h->lock).
+void segment_decommit_idle(Heap* h, size_t bytes);
 // Release every segment of h (heap destroy); no slab may be live after.
 void segment_release_all(Heap* h);
 // Make every slice of every segment of h free again, keeping the segments.
