@@ -21,6 +21,18 @@ TEST_CASE("size classes waste at most 25% above 64 bytes, about 10% on average")
   REQUIRE(total / double(n) < 0.13);
 }
 
+TEST_CASE(
+    "medium slabs leave at most a tenth of their slices unused, and hold three blocks or more") {
+  // Once its pages were touched a slab's unused tail stays resident.
+  for (unsigned c = kSmallClassCount; c < kClassCount; ++c) {
+    size_t bytes = size_t(class_slab_slices(c)) * kSliceSize, block = class_block_size(c);
+    INFO("class " << c << ": " << block << "-byte blocks in " << class_slab_slices(c) << " slices");
+    REQUIRE(class_slab_slices(c) <= 8);
+    REQUIRE(bytes / block >= 3);
+    REQUIRE((bytes % block) * 10 <= bytes);
+  }
+}
+
 TEST_CASE("every size up to 64 KiB: aligned, usable, writable, within the waste bound") {
   std::vector<void*> keep;
   for (size_t size = 1; size <= 64 * 1024; ++size) {
@@ -34,8 +46,10 @@ TEST_CASE("every size up to 64 KiB: aligned, usable, writable, within the waste 
     fill(p, usable, uint8_t(size));
     REQUIRE(check(p, usable, uint8_t(size)));
     REQUIRE(gr_owns(p));
-    if (size % 7 == 0) keep.push_back(p);
-    else gr_free(p);
+    if (size % 7 == 0)
+      keep.push_back(p);
+    else
+      gr_free(p);
   }
   for (void* p : keep) gr_free(p);
 }
