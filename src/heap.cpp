@@ -20,6 +20,7 @@ void register_fork_handlers();  // init.cpp
 
 constinit Slab g_empty_slab{};
 constinit Heap g_empty_heap{&g_empty_slab};
+constinit Heap g_thread_segments;
 #if !defined(_WIN32)
 constinit thread_local Heap* tl_heap = &g_empty_heap;
 #endif
@@ -166,9 +167,18 @@ bool detach(Heap* h, Slab* s) {
   return true;
 }
 
+// A slab's slices go back where its heap took them from (under h->lock,
+// which comes before the shared segments' lock).
+void return_slices(Heap* h, Slab* s, uint64_t now) {
+  Heap* home = slice_home(h);
+  if (home == h) return segment_return_slices(h, s, now);
+  LockGuard guard(home->lock);
+  segment_return_slices(home, s, now);
+}
+
 void retire_locked(Heap* h, Slab* s) {
   if (s->list == SlabList::kReady) ready_remove(h, s);
-  segment_return_slices(h, s, os::now_ms());
+  return_slices(h, s, os::now_ms());
 }
 
 // An owner's empty slab goes back to its segment.
@@ -176,7 +186,7 @@ void release_empty(Heap* h, Slab* s) {
   queue_remove(h, s);
   {
     LockGuard guard(h->lock);
-    segment_return_slices(h, s, os::now_ms());
+    return_slices(h, s, os::now_ms());
   }
   purge_notify();
 }
@@ -208,11 +218,12 @@ void* alloc_huge(Heap* h, size_t size, size_t alignment, bool zero = false) {
 }
 
 Slab* take_slices(Heap* h, unsigned slices, bool resident_only) {
-  LockGuard guard(h->lock);
+  Heap* home = slice_home(h);
+  LockGuard guard(home->lock);
   if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
     return nullptr;
   }
-  return segment_take_slices(h, slices, false, resident_only);
+  return segment_take_slices(home, slices, false, resident_only);
 }
 
 Slab* new_slab(Heap* h, unsigned c) {
@@ -270,9 +281,10 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
   if (slices >= kSlicesPerSegment) return alloc_huge(h, size, alignment);
   Slab* s;
   {
-    LockGuard guard(h->lock);
+    Heap* home = slice_home(h);
+    LockGuard guard(home->lock);
     if (h->max_bytes && h->held_bytes + (slices << kSliceShift) > h->max_bytes) return nullptr;
-    s = segment_take_slices(h, unsigned(slices), true);
+    s = segment_take_slices(home, unsigned(slices), true);
     if (!s) return nullptr;
     slab_init_large(s, h, next_key(h));
     if constexpr (kSecure) secure::span_alloc(s);
@@ -342,21 +354,28 @@ void free_remote(Slab* s, Block* b) {
     }
     case RemoteFree::kNowReady: {
       LockGuard guard(owner->lock);
-      // Other frees may have retired the slab since our push; move it only
-      // if it is still one of the owner's detached slabs.
+      // Other frees may have retired the slab since our push, and another
+      // heap may have taken its slices; the lock of the segments keeps them
+      // mapped while we look. Move it only if it is still one of the owner's
+      // detached slabs: the state is read first, so a detached slab of
+      // another heap shows that heap as its owner.
+      Heap* home = slice_home(owner);
+      if (home != owner) home->lock.lock();
       Segment* seg = segment_of(s);
-      if (map_kind(uintptr_t(seg)) == kMapSegment && seg->heap == owner &&
+      if (map_kind(uintptr_t(seg)) == kMapSegment && seg->heap == home &&
           s->kind == SliceKind::kSlab) {
         // kDetached -> kQueued before linking: the owner may reattach a
         // kDetached slab without the lock, never a kQueued one.
-        uint64_t w = s->remote.load(std::memory_order_relaxed);
-        while (remote_state(w) == kDetached &&
+        uint64_t w = s->remote.load(std::memory_order_acquire);
+        bool mine = false;
+        while (remote_state(w) == kDetached && (mine = s->heap == owner) &&
                !s->remote.compare_exchange_weak(w, (w & ~kRemoteStateMask) | kQueued,
                                                 std::memory_order_acq_rel,
-                                                std::memory_order_relaxed)) {
+                                                std::memory_order_acquire)) {
         }
-        if (remote_state(w) == kDetached) ready_push(owner, s);
+        if (remote_state(w) == kDetached && mine) ready_push(owner, s);
       }
+      if (home != owner) home->lock.unlock();
       return;
     }
   }
@@ -399,7 +418,7 @@ void hand_over(Heap* h, Slab* s, uint64_t now) {
     slab_collect(s);
     LockGuard guard(h->lock);
     if (s->used == 0) {
-      segment_return_slices(h, s, now);
+      return_slices(h, s, now);
       return;
     }
     uint32_t free_count = s->capacity - s->used;
@@ -464,7 +483,7 @@ void abandon_in_child(Heap* h) {
       Segment* seg = segment_of(s);
       uintptr_t at = uintptr_t(s) - uintptr_t(seg->slabs);
       if (map_kind(uintptr_t(seg)) != kMapSegment || at >= sizeof(seg->slabs) ||
-          at % sizeof(Slab) != 0 || seg->heap != h || s->kind != SliceKind::kSlab ||
+          at % sizeof(Slab) != 0 || seg->heap != slice_home(h) || s->kind != SliceKind::kSlab ||
           s->list != SlabList::kQueue || s->heap != h) {
         break;
       }
@@ -508,9 +527,14 @@ void heap_lock_all() {
     h->owner_lock.lock();
     h->lock.lock();
   });
+  g_thread_segments.lock.lock();  // last: taken inside heap locks
 }
 
 void heap_unlock_all(bool in_child) {
+  if (in_child)
+    g_thread_segments.lock.reset();
+  else
+    g_thread_segments.lock.unlock();
   heap_for_each([&](Heap* h) {
     if (in_child) {
       h->lock.reset();
@@ -777,7 +801,7 @@ void heap_reset(Heap* h) {
 bool heap_purge_all(bool force) {
   uint64_t now = os::now_ms();
   bool pending = huge_purge(now, force);
-  heap_for_each([&](Heap* h) {
+  auto purge = [&](Heap* h) {
     if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;
     if (force) {
       h->lock.lock();
@@ -787,7 +811,9 @@ bool heap_purge_all(bool force) {
     }
     pending |= segment_purge(h, now, force);
     h->lock.unlock();
-  });
+  };
+  heap_for_each(purge);
+  purge(&g_thread_segments);
   return pending;
 }
 
@@ -803,7 +829,7 @@ void heap_collect_current() {
       if (s->used == 0) {
         queue_remove(h, s);
         LockGuard guard(h->lock);
-        segment_return_slices(h, s, now);
+        return_slices(h, s, now);
       }
     }
   }

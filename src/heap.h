@@ -13,6 +13,15 @@ namespace granule {
 extern constinit Slab g_empty_slab;
 extern constinit Heap g_empty_heap;
 
+// Thread heaps take their slices from segments they all share: the slices a
+// heap gives back serve the next heap that needs some, so a program whose
+// live blocks move from thread to thread (short-lived threads, frees on
+// another thread) keeps one peak resident, not one per heap. A first-class
+// heap keeps its own segments: it is limited, reset and destroyed whole.
+// The shared segments' lock comes after any heap's lock.
+extern constinit Heap g_thread_segments;
+inline Heap* slice_home(Heap* h) { return h->kind == HeapKind::kThread ? &g_thread_segments : h; }
+
 #if defined(_WIN32)
 }  // namespace granule
 #include "os/tls_windows.h"

@@ -18,10 +18,7 @@ using namespace granule;
 namespace {
 
 void walk_heaps(gr_stats_t* st) {
-  heap_for_each([&](Heap* h) {
-    if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;
-    st->heaps += h->state.load(std::memory_order_relaxed) == HeapState::kLive;
-    st->allocations += h->blocks_handed;
+  auto walk = [&](Heap* h) {
     LockGuard guard(h->lock);
     for (Segment* seg = h->segments; seg; seg = seg->next) {
       for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
@@ -42,7 +39,14 @@ void walk_heaps(gr_stats_t* st) {
         }
       }
     }
+  };
+  heap_for_each([&](Heap* h) {
+    if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;
+    st->heaps += h->state.load(std::memory_order_relaxed) == HeapState::kLive;
+    st->allocations += h->blocks_handed;
+    walk(h);
   });
+  walk(&g_thread_segments);
 }
 
 }  // namespace
