@@ -217,22 +217,26 @@ void* alloc_huge(Heap* h, size_t size, size_t alignment, bool zero = false) {
   return p;
 }
 
-Slab* take_slices(Heap* h, unsigned slices, bool resident_only) {
+Slab* take_slices(Heap* h, unsigned c, bool resident_only) {
   Heap* home = slice_home(h);
+  unsigned slices = class_slab_slices(c);
   LockGuard guard(home->lock);
   if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
     return nullptr;
   }
-  return segment_take_slices(home, slices, false, resident_only);
+  // A small slab is expected to touch as much of its slice as the last one
+  // of its class did.
+  uint8_t pages = c < kSmallClassCount ? home->small_extent[c] : 0;
+  return segment_take_slices(home, slices, false, resident_only,
+                             pages ? pages * kExtentUnit : uint32_t(kSliceSize));
 }
 
 Slab* new_slab(Heap* h, unsigned c) {
-  unsigned slices = class_slab_slices(c);
   bool medium = c >= kSmallClassCount;
-  Slab* s = take_slices(h, slices, medium);
+  Slab* s = take_slices(h, c, medium);
   if (!s && medium) {
     release_idle_medium(h, c);
-    s = take_slices(h, slices, false);
+    s = take_slices(h, c, false);
   }
   if (!s) return nullptr;
   slab_init(s, h, c, next_key(h));
@@ -638,8 +642,9 @@ void* heap_alloc_huge(Heap* h, size_t size, bool zero) {
 }
 
 void heap_offset_growth(Heap* h, size_t bytes) {
-  LockGuard guard(h->lock);
-  segment_decommit_idle(h, bytes);
+  Heap* home = slice_home(h);
+  LockGuard guard(home->lock);
+  segment_decommit_idle(home, bytes);
 }
 
 // Off the free fast path: kept out of line so free stays a leaf without spills.

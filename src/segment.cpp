@@ -101,7 +101,10 @@ Segment* segment_create(Heap* h) {
   seg->free_mask = kAllSlices;
   seg->committed_mask = resident ? kAllSlices : 0;
   seg->purge_mask = resident ? kAllSlices : 0;
-  if (resident) g_stats.committed.add(kSegmentSize - kSegmentHeaderSize);
+  if (resident) {
+    g_stats.committed.add(kSegmentSize - kSegmentHeaderSize);
+    for (Slab& s : seg->slabs) s.dirty = kSliceSize;  // whatever the huge block touched
+  }
   seg->empty_since = 0;
   seg->retired_spans = 0;
   if constexpr (kSecure) {
@@ -148,11 +151,35 @@ int find_run(uint64_t free, unsigned count) {
   return m ? __builtin_ctzll(m) : -1;
 }
 
+// The free resident slice whose touched bytes are closest to `touch`, or
+// -1. Fresh slices and retired span heads are left to the first-fit passes:
+// a small slab on a fresh slice would leave a resident one idle. The search
+// ends at a close enough slice, or after two segments' worth: it runs under
+// the lock of segments all thread heaps share.
+int closest_slice(Heap* h, uint32_t touch, bool avoid_slice0, Segment** found) {
+  int best = -1;
+  uint32_t best_cost = ~uint32_t{0};
+  unsigned budget = 2 * kSlicesPerSegment;
+  for (Segment* seg = h->segments; seg; seg = seg->next) {
+    uint64_t free = seg->free_mask & seg->committed_mask & ~seg->retired_spans;
+    if (avoid_slice0) free &= ~uint64_t{1};
+    for (; free; free &= free - 1) {
+      int i = __builtin_ctzll(free);
+      uint32_t dirty = seg->slabs[i].dirty;
+      uint32_t cost = dirty > touch ? dirty - touch : touch - dirty;
+      if (cost < best_cost) best = i, best_cost = cost, *found = seg;
+      if (best_cost < kExtentUnit || --budget == 0) return best;
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
-Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only) {
+Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only,
+                          uint32_t touch) {
   Segment* found = nullptr;
-  int first = -1;
+  int first = count == 1 ? closest_slice(h, touch, avoid_slice0, &found) : -1;
   // Prefer slices that are still committed (no page faults, no OS call),
   // then any free run; segments are few per heap. While the first slice of
   // a retired span stays free, a second free of the span is caught instead
@@ -199,6 +226,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   found->retired_spans &= ~bits;
   found->empty_since = 0;
   Slab* head = &found->slabs[first];
+  for (uint64_t m = fresh; m; m &= m - 1) found->slabs[__builtin_ctzll(m)].dirty = 0;
   for (unsigned i = 1; i < count; ++i) {
     Slab* t = head + i;
     t->kind = SliceKind::kTail;
@@ -217,6 +245,17 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   Segment* seg = segment_of(head);
   unsigned first = slice_index(head), count = head->slice_count;
   bool span = head->kind == SliceKind::kLarge;
+  // Blocks are carved from the slab start on, so a one-slice slab has
+  // touched its slice up to the end of its carved blocks; assume any other
+  // touched all of its slices.
+  uint32_t touched = kSliceSize;
+  if (count == 1 && head->kind == SliceKind::kSlab) {
+    uintptr_t end = uintptr_t(head->start) + head->carved - uintptr_t(seg);
+    touched =
+        uint32_t(end - (uintptr_t(first) << kSliceShift) + kExtentUnit - 1) & ~(kExtentUnit - 1);
+    h->small_extent[head->size_class] = uint8_t(touched / kExtentUnit);
+    if (head->dirty > touched) touched = head->dirty;
+  }
   for (unsigned i = 0; i < count; ++i) {
     Slab* s = head + i;
     s->kind = SliceKind::kFree;
@@ -224,6 +263,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
     s->free = nullptr;
     s->list = SlabList::kNone;
     s->free_since = now;
+    s->dirty = touched;
   }
   h->held_bytes -= size_t(count) << kSliceShift;
   uint64_t bits = run_bits(first, count);
@@ -291,6 +331,7 @@ void segment_reset_all(Heap* h, uint64_t now) {
       Slab* s = &seg->slabs[i];
       std::memset(static_cast<void*>(s), 0, sizeof(Slab));
       s->free_since = now;
+      if ((seg->committed_mask >> i) & 1) s->dirty = kSliceSize;
     }
     seg->free_mask = kAllSlices;
     seg->purge_mask = seg->committed_mask;

@@ -37,7 +37,14 @@ void map_clear(uintptr_t start, size_t size);
 // committed; the head descriptor is returned with kind kSlab and its tail
 // descriptors linked. nullptr when the OS refuses memory, or, with
 // `resident_only`, when no run of still-committed slices is free.
-Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only = false);
+// Unit of the resident extents kept for free slices and small classes.
+inline constexpr uint32_t kExtentUnit = 4096;
+// A one-slice request takes the resident free slice whose touched bytes are
+// closest to `touch`, the bytes the slab is expected to touch: a slab that
+// stays small doesn't pin a slice a full slab left resident, and a full one
+// reuses those pages instead of faulting in fresh ones.
+Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only = false,
+                          uint32_t touch = kSliceSize);
 // Give a slab's slices back to its segment; they are decommitted after the
 // purge delay, and an empty segment released.
 void segment_return_slices(Heap* h, Slab* head, uint64_t now);

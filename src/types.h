@@ -76,9 +76,9 @@ struct alignas(128) Slab {
   Heap* heap;  // owner; heaps are never unmapped, so this stays valid
   Slab* next;  // in the owner queue or the heap's detached/ready list
   Slab* prev;
-  uint16_t slice_count;  // head: slices in the slab
-  uint16_t head_offset;  // tail: slices back to the head
-  uint32_t pad_;
+  uint16_t slice_count;     // head: slices in the slab
+  uint16_t head_offset;     // tail: slices back to the head
+  uint32_t dirty;           // committed slice: bytes from its start that slabs here have touched
   uint64_t free_since;      // kFree slices: when they became free (ms), for purging;
                             // an owner's empty medium slab: its heap's idle_epoch then
   uint64_t* secure_bits;    // hardened build: allocation bitmap (in the segment header)
@@ -147,6 +147,10 @@ struct Heap {
   std::atomic<uint32_t> ready_count{0};
   Slab* ready = nullptr;        // detached slabs with enough frees to reuse (under lock)
   Segment* segments = nullptr;  // (under lock)
+  // Per small class, in kExtentUnit: how much of its slice the slab last
+  // returned to these segments had touched (0: none yet). The next one is
+  // expected to touch as much (under lock).
+  uint8_t small_extent[kSmallClassCount] = {};
   HeapKind kind = HeapKind::kThread;
   std::atomic<HeapState> state{HeapState::kLive};
   std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)
