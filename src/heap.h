@@ -1,6 +1,7 @@
 // Heaps: one per thread (found through thread-local storage), plus
-// first-class heaps a program creates and destroys whole. A heap owns
-// segments; its owner allocates from the heads of its class queues.
+// first-class heaps a program creates and destroys whole. Thread heaps take
+// slices from segments they share (g_thread_segments), a first-class heap
+// from its own; an owner allocates from the heads of its class queues.
 #pragma once
 
 #include <cstddef>

@@ -146,7 +146,7 @@ struct Heap {
   SpinLock lock;  // segments, slices, detached and ready lists
   std::atomic<uint32_t> ready_count{0};
   Slab* ready = nullptr;        // detached slabs with enough frees to reuse (under lock)
-  Segment* segments = nullptr;  // (under lock)
+  Segment* segments = nullptr;  // (under lock) first-class heaps and g_thread_segments only
   // Per small class, in kExtentUnit: how much of its slice the slab last
   // returned to these segments had touched (0: none yet). The next one is
   // expected to touch as much (under lock).
