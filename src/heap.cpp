@@ -181,8 +181,9 @@ void retire_locked(Heap* h, Slab* s) {
   return_slices(h, s, os::now_ms());
 }
 
-// An owner's empty slab goes back to its segment.
-void release_empty(Heap* h, Slab* s) {
+// An owner's empty slab goes back to its segment. Out of line, so that
+// heap_slab_empty's common outcome (the slab is kept) saves no registers.
+__attribute__((noinline)) void release_empty(Heap* h, Slab* s) {
   queue_remove(h, s);
   {
     LockGuard guard(h->lock);
