@@ -245,11 +245,11 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   Segment* seg = segment_of(head);
   unsigned first = slice_index(head), count = head->slice_count;
   bool span = head->kind == SliceKind::kLarge;
-  // Blocks are carved from the slab start on, so a one-slice slab has
-  // touched its slice up to the end of its carved blocks; assume any other
-  // touched all of its slices.
+  // Blocks are carved from the slab start on, so a small-class slab (one
+  // slice) has touched its slice up to the end of its carved blocks; assume
+  // any other touched all of its slices.
   uint32_t touched = kSliceSize;
-  if (count == 1 && head->kind == SliceKind::kSlab) {
+  if (head->kind == SliceKind::kSlab && head->size_class < kSmallClassCount) {
     uintptr_t end = uintptr_t(head->start) + head->carved - uintptr_t(seg);
     touched =
         uint32_t(end - (uintptr_t(first) << kSliceShift) + kExtentUnit - 1) & ~(kExtentUnit - 1);
