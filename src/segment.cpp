@@ -187,13 +187,14 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   // come after others of their kind. The default build still takes a
   // resident one before faulting in fresh pages: a program churning spans
   // would otherwise touch every slice of its segments within one purge
-  // delay. The hardened build keeps them for last.
+  // delay. The hardened build keeps them for last. A one-slice request has
+  // searched the first pass's slices already (closest_slice).
   struct Pass {
     bool committed, retired;
   };
-  static constexpr Pass kPasses[] = {
-      {true, false}, {true, !kSecure}, {false, false}, {false, true}};
-  for (unsigned pass = 0; pass < (resident_only ? 2 : 4) && first < 0; ++pass) {
+  static constexpr Pass kPasses[] = {{true, false}, {true, true}, {false, false}, {false, true}};
+  for (unsigned pass = count == 1 ? 1 : 0; pass < (resident_only ? 2 : 4) && first < 0; ++pass) {
+    if (kSecure && pass == 1) continue;  // resident retired runs: no earlier than fresh ones
     for (Segment* seg = h->segments; seg; seg = seg->next) {
       uint64_t free = seg->free_mask;
       if (avoid_slice0) free &= ~uint64_t{1};
