@@ -101,7 +101,7 @@ void* gr_calloc(size_t count, size_t size) {
       errno = ENOMEM;
       return nullptr;
     }
-    void* p = heap_alloc_huge(heap_current(), total, true);
+    void* p = heap_alloc_huge(heap_current(), total, kMinAlign, true);
     if (!p) errno = ENOMEM;
     return p;
   }

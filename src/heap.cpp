@@ -208,15 +208,19 @@ void release_idle_medium(Heap* h, unsigned except) {
   }
 }
 
-// A huge block of h's: freshly mapped pages grow the resident set as fresh
-// slices do (segment_take_slices), so h's idle slices go back as much.
-void* alloc_huge(Heap* h, size_t size, size_t alignment, bool zero = false) {
+}  // namespace
+
+// Freshly mapped pages of a huge block grow the resident set as fresh slices
+// do (segment_take_slices), so h's idle slices go back as much.
+void* heap_alloc_huge(Heap* h, size_t size, size_t alignment, bool zero) {
   size_t fresh;
   void* p =
       huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment, zero, &fresh);
   if (fresh) heap_offset_growth(h, fresh);
   return p;
 }
+
+namespace {
 
 Slab* take_slices(Heap* h, unsigned c, bool resident_only) {
   Heap* home = slice_home(h);
@@ -283,7 +287,7 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
   if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
   size_t slices = (need + kSliceSize - 1) >> kSliceShift;
-  if (slices >= kSlicesPerSegment) return alloc_huge(h, size, alignment);
+  if (slices >= kSlicesPerSegment) return heap_alloc_huge(h, size, alignment, false);
   Slab* s;
   {
     Heap* home = slice_home(h);
@@ -614,7 +618,7 @@ void* heap_alloc(Heap* h, size_t size) {
   if (size <= kMediumMax) return alloc_class(h, size_class_of(size));
   if (size <= kLargeMax) return alloc_large(h, size, kMinAlign);
   if (size > kMaxRequest) return nullptr;
-  return alloc_huge(h, size, kMinAlign);
+  return heap_alloc_huge(h, size, kMinAlign, false);
 }
 
 void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
@@ -624,7 +628,7 @@ void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
   unsigned c = aligned_class(size, alignment);
   if (c < kClassCount) return alloc_class(h, c);
   if (size <= kLargeMax) return alloc_large(h, size, alignment);
-  return alloc_huge(h, size, alignment);
+  return heap_alloc_huge(h, size, alignment, false);
 }
 
 void* heap_malloc_slow(size_t size) {
@@ -637,10 +641,6 @@ void* heap_malloc_slow(size_t size) {
 }
 
 void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
-
-void* heap_alloc_huge(Heap* h, size_t size, bool zero) {
-  return alloc_huge(h, size, kMinAlign, zero);
-}
 
 void heap_offset_growth(Heap* h, size_t bytes) {
   Heap* home = slice_home(h);

@@ -45,7 +45,7 @@ inline void heap_set_current(Heap* h) { tl_heap = h; }
 void* heap_alloc(Heap* h, size_t size);
 void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size);
 // A huge block (over kLargeMax) for h; zero: it must read as zeros.
-void* heap_alloc_huge(Heap* h, size_t size, bool zero);
+void* heap_alloc_huge(Heap* h, size_t size, size_t alignment, bool zero);
 // h's resident set grew by `bytes` outside its segments: its idle free
 // slices go back as much now instead of after their purge delay.
 void heap_offset_growth(Heap* h, size_t bytes);
