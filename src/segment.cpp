@@ -142,13 +142,47 @@ void segment_destroy(Heap* h, Segment* seg) {
   bump(g_stats.os_releases);
 }
 
-// Lowest start of `count` consecutive set bits in `free`, or -1.
-int find_run(uint64_t free, unsigned count) {
+// Every start of `count` consecutive set bits in `free`, as a mask.
+uint64_t run_starts(uint64_t free, unsigned count) {
   uint64_t m = free;
   for (unsigned i = 1; i < count && m; ++i) m &= free >> i;
   // A run must not wrap past slice 63.
   if (count > 1) m &= kAllSlices >> (count - 1);
+  return m;
+}
+
+// Lowest start of `count` consecutive set bits in `free`, or -1.
+int find_run(uint64_t free, unsigned count) {
+  uint64_t m = run_starts(free, count);
   return m ? __builtin_ctzll(m) : -1;
+}
+
+// The free run of `count` slices with the fewest decommitted ones (each is
+// a page fault per page to come), or -1. Free runs that are long but only
+// partly resident are what fragmentation and purging leave behind; the
+// first fit among them could fault in a whole fresh run beside a run that
+// is mostly resident. With `retired`, runs holding a retired span's head
+// count too, after others that fault in as much. Stops at a run with one
+// fresh slice (an earlier pass took any run resident whole) or after a
+// bounded number of candidates: it runs under a lock thread heaps share.
+int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segment** found) {
+  int best = -1;
+  unsigned best_cost = ~0u;
+  unsigned budget = 4 * kSlicesPerSegment;
+  for (Segment* seg = h->segments; seg; seg = seg->next) {
+    uint64_t free = seg->free_mask;
+    if (avoid_slice0) free &= ~uint64_t{1};
+    if (!retired) free &= ~seg->retired_spans;
+    for (uint64_t m = run_starts(free, count); m; m &= m - 1) {
+      int f = __builtin_ctzll(m);
+      uint64_t run = run_bits(unsigned(f), count);
+      unsigned cost = 2 * unsigned(__builtin_popcountll(run & ~seg->committed_mask)) +
+                      ((run & seg->retired_spans) != 0);
+      if (cost < best_cost) best = f, best_cost = cost, *found = seg;
+      if (best_cost <= 2 || --budget == 0) return best;
+    }
+  }
+  return best;
 }
 
 // The free resident slice whose touched bytes are closest to `touch`, or
@@ -181,24 +215,29 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   Segment* found = nullptr;
   int first = count == 1 ? closest_slice(h, touch, avoid_slice0, &found) : -1;
   // Prefer slices that are still committed (no page faults, no OS call),
-  // then any free run; segments are few per heap. While the first slice of
-  // a retired span stays free, a second free of the span is caught instead
-  // of freeing whatever block would start at the same address, so such runs
-  // come after others of their kind. The default build still takes a
-  // resident one before faulting in fresh pages: a program churning spans
-  // would otherwise touch every slice of its segments within one purge
-  // delay. The hardened build keeps them for last. A one-slice request has
-  // searched the first pass's slices already (closest_slice).
+  // then the free run that faults in fewest; segments are few per heap.
+  // While the first slice of a retired span stays free, a second free of
+  // the span is caught instead of freeing whatever block would start at the
+  // same address, so such runs come after others of their kind. The default
+  // build still takes them before faulting in more pages: a program
+  // churning spans would otherwise touch every slice of its segments within
+  // one purge delay. The hardened build keeps them for last. A one-slice
+  // request has searched the first pass's slices already (closest_slice).
   struct Pass {
     bool committed, retired;
   };
   static constexpr Pass kPasses[] = {{true, false}, {true, true}, {false, false}, {false, true}};
   for (unsigned pass = count == 1 ? 1 : 0; pass < (resident_only ? 2 : 4) && first < 0; ++pass) {
-    if (kSecure && pass == 1) continue;  // resident retired runs: no earlier than fresh ones
+    // Default build: the last pass ranks retired runs itself. Hardened: a
+    // resident retired run comes no earlier than fresh ones.
+    if (kSecure ? pass == 1 : pass == 2) continue;
+    if (!kPasses[pass].committed) {
+      first = least_fresh_run(h, count, avoid_slice0, kPasses[pass].retired, &found);
+      continue;
+    }
     for (Segment* seg = h->segments; seg; seg = seg->next) {
-      uint64_t free = seg->free_mask;
+      uint64_t free = seg->free_mask & seg->committed_mask;
       if (avoid_slice0) free &= ~uint64_t{1};
-      if (kPasses[pass].committed) free &= seg->committed_mask;
       if (!kPasses[pass].retired) free &= ~seg->retired_spans;
       int f = find_run(free, count);
       if (f >= 0) {
@@ -307,16 +346,26 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
 // whose resident set grows meanwhile (fresh slices because the free runs
 // are too short for the slab asked for, a fresh huge mapping) gives back as
 // much of them now, so its peak stays flat instead of growing by what
-// fragmentation and the delay strand.
+// fragmentation and the delay strand. Those nearest their deadline go
+// first: a slice freed a moment ago is the likeliest to be taken again,
+// and faulting it back in would cost more than the delay saved.
 void segment_decommit_idle(Heap* h, size_t bytes) {
   size_t count = (bytes + kSliceSize - 1) >> kSliceShift;
-  if (option(GR_OPTION_PURGE_DELAY) < 0) return;  // never purge: the program asked to keep it
-  for (Segment* seg = h->segments; seg && count; seg = seg->next) {
-    uint64_t due = 0;
-    for (uint64_t m = seg->purge_mask; m && count; m &= m - 1, --count) due |= m & (~m + 1);
-    if (due) {
-      decommit_slices(seg, due);
-      seg->purge_mask &= ~due;
+  long delay = option(GR_OPTION_PURGE_DELAY);
+  if (delay < 0) return;  // never purge: the program asked to keep it
+  uint64_t now = os::now_ms();
+  for (uint64_t age : {uint64_t(delay) / 2, uint64_t(delay) / 8, uint64_t{0}}) {
+    for (Segment* seg = h->segments; seg && count; seg = seg->next) {
+      uint64_t due = 0;
+      for (uint64_t m = seg->purge_mask; m && count; m &= m - 1) {
+        if (seg->slabs[__builtin_ctzll(m)].free_since + age > now) continue;
+        due |= m & (~m + 1);
+        --count;
+      }
+      if (due) {
+        decommit_slices(seg, due);
+        seg->purge_mask &= ~due;
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 // What stays resident while free memory waits for its purge delay.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -94,3 +95,85 @@ TEST_CASE("memory that grows while free slices wait for their delay gives them b
     for (void* p : keep) gr_free(p);
   });
 }
+
+#if defined(__linux__) && !defined(GRANULE_SECURE)  // hardened spans carry guard pages
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+namespace {
+long thread_minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return u.ru_minflt;
+}
+}  // namespace
+
+TEST_CASE("a span that must fault pages in takes the free run that needs fewest") {
+  constexpr size_t kSlice = 64 * 1024;
+  with_purge_delay(60 * 1000, [] {
+    // A heap of its own: its segment holds only these spans, side by side.
+    gr_heap_t* heap = gr_heap_create(nullptr);
+    REQUIRE(heap != nullptr);
+    void* a = gr_heap_malloc(heap, 20 * kSlice);
+    void* b = gr_heap_malloc(heap, 10 * kSlice);
+    void* c = gr_heap_malloc(heap, 5 * kSlice);
+    REQUIRE((a && b && c));
+    std::memset(a, 1, 20 * kSlice);
+    std::memset(b, 2, 10 * kSlice);
+    std::memset(c, 3, 5 * kSlice);
+    // a's slices decommitted, b's still resident: one free run of 30, two
+    // thirds fresh, and fresh slices past c.
+    gr_free(a);
+    gr_collect(true);
+    gr_free(b);
+    long before = thread_minor_faults();
+    void* d = gr_heap_malloc(heap, 25 * kSlice);
+    REQUIRE(d != nullptr);
+    std::memset(d, 4, 25 * kSlice);
+    long faults = thread_minor_faults() - before;
+    // The run ending with b's 10 resident slices faults in 15 slices; the
+    // first fit (starting at a) faulted in 20, the run past c 25.
+    long per_slice = long(kSlice) / sysconf(_SC_PAGESIZE);
+    INFO(faults << " page faults, " << per_slice << " per slice");
+    REQUIRE(faults <= 17 * per_slice);
+    gr_heap_destroy(heap);
+  });
+}
+
+TEST_CASE("memory that grows gives back the slices idle longest first") {
+  constexpr size_t kSlice = 64 * 1024;
+  constexpr long kDelay = 1600;
+  auto resident = [](void* p) {
+    unsigned char v = 0;
+    REQUIRE(mincore(p, 4096, &v) == 0);
+    return (v & 1) != 0;
+  };
+  with_purge_delay(kDelay, [&] {
+    gr_heap_t* heap = gr_heap_create(nullptr);
+    REQUIRE(heap != nullptr);
+    // young, live, old, live: two free runs of six slices once freed, the
+    // younger at the lower address.
+    char* young = static_cast<char*>(gr_heap_malloc(heap, 6 * kSlice));
+    void* g1 = gr_heap_malloc(heap, 3 * kSlice);  // past the medium classes: a span
+    char* old = static_cast<char*>(gr_heap_malloc(heap, 6 * kSlice));
+    void* g2 = gr_heap_malloc(heap, 3 * kSlice);
+    REQUIRE((young && g1 && old && g2));
+    std::memset(young, 1, 6 * kSlice);
+    std::memset(old, 2, 6 * kSlice);
+    gr_free(old);
+    // Past half the delay, well short of it: nothing is purged by time yet.
+    std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 2 + 250));
+    gr_free(young);
+    // Seven fresh slices (the free runs are too short): seven idle ones go.
+    void* d = gr_heap_malloc(heap, 7 * kSlice);
+    REQUIRE(d != nullptr);
+    std::memset(d, 3, 7 * kSlice);
+    bool old_kept = resident(old + 6 * kSlice - 4096);
+    bool young_kept = resident(young + 6 * kSlice - 4096);
+    INFO("old run's last page resident: " << old_kept << ", young run's: " << young_kept);
+    REQUIRE(!old_kept);
+    REQUIRE(young_kept);
+    gr_heap_destroy(heap);
+  });
+}
+#endif
