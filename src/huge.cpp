@@ -1,5 +1,6 @@
 #include "huge.h"
 
+#include <atomic>
 #include <cstring>
 
 #include "options.h"
@@ -36,6 +37,10 @@ SpinLock g_huge_lock;  // the cache and first-class heaps' lists
 HugeHeader* g_cache = nullptr;
 size_t g_cache_bytes = 0;
 unsigned g_cache_count = 0;
+// Purges that took cached mappings off the cache and have not unmapped them
+// yet (they unmap outside the lock): a forced purge waits for them, so the
+// memory is back with the OS when gr_collect(true) returns.
+std::atomic<unsigned> g_unmapping{0};
 
 // The hardened build ends every huge mapping with a guard page.
 inline constexpr size_t kHugeGuard = kSecure ? kGuardSize : 0;
@@ -399,11 +404,16 @@ bool huge_purge(uint64_t now, bool force) {
         pending = true;
       }
     }
+    if (victims) g_unmapping.fetch_add(1, std::memory_order_relaxed);
   }
-  while (HugeHeader* hh = victims) {
-    unlink(victims, hh);
-    unmap(hh);
+  if (victims) {
+    while (HugeHeader* hh = victims) {
+      unlink(victims, hh);
+      unmap(hh);
+    }
+    g_unmapping.fetch_sub(1, std::memory_order_release);
   }
+  while (force && g_unmapping.load(std::memory_order_acquire) != 0) os::yield();
   return pending;
 }
 
