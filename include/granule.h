@@ -87,7 +87,7 @@ typedef struct gr_stats {
   size_t in_use;              /* bytes in live blocks (usable sizes) */
   size_t peak_reserved;
   size_t peak_committed;
-  size_t peak_in_use;
+  size_t peak_in_use;         /* highest in_use seen by a gr_stats_get call (read on demand) */
   size_t segments;            /* live segments */
   size_t huge_blocks;         /* live blocks with their own mapping */
   size_t heaps;               /* live heaps (threads and first-class) */

@@ -116,7 +116,8 @@ void gr_stats_print(void) {
   out("granule: stats (pid %u)\n", os::process_id());
   out("  reserved   %zu KiB (peak %zu KiB)\n", st.reserved / kKiB, st.peak_reserved / kKiB);
   out("  committed  %zu KiB (peak %zu KiB)\n", st.committed / kKiB, st.peak_committed / kKiB);
-  out("  in use     %zu KiB (peak %zu KiB)\n", st.in_use / kKiB, st.peak_in_use / kKiB);
+  out("  in use     %zu KiB (highest seen by gr_stats_get %zu KiB)\n", st.in_use / kKiB,
+      st.peak_in_use / kKiB);
   out("  allocations %llu, segments %zu, huge blocks %zu, heaps %zu\n",
       (unsigned long long)st.allocations, st.segments, st.huge_blocks, st.heaps);
   out("  os: %llu reserves, %llu releases, %llu commits, %llu decommits; %llu purges\n",
