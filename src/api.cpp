@@ -40,6 +40,17 @@ inline bool stays_in_place(size_t size, size_t usable) {
   return size - 1 < usable && size >= usable / 2;
 }
 
+// A span growing by a quarter or less (list arrays, buffers that grow a few
+// percent at a time, each step a full copy otherwise) takes the free slices
+// right after it. A doubling still moves: its bytes are copied about once
+// over a run of them, and the old span serves what comes next (in place, a
+// doubling sqlite grew into fresh slices and peaked 4 MiB higher).
+inline bool grows_in_place(void* p, size_t size) {
+  if (size <= kMediumMax || size > kLargeMax) return false;
+  size_t usable = heap_usable_size(p);
+  return size > usable && size - usable <= usable / 4 && heap_grow_span(p, size);
+}
+
 // Move p's contents into a new block from `alloc` when they don't fit.
 template <class Alloc>
 void* realloc_with(void* p, size_t size, Alloc alloc) {
@@ -82,6 +93,7 @@ __attribute__((noinline)) void* realloc_slow(void* p, size_t size) {
       return q;
     }
   }
+  if (grows_in_place(p, size)) return p;
   return realloc_with(p, size, gr_malloc);
 }
 
@@ -253,6 +265,7 @@ void* gr_heap_realloc(gr_heap_t* heap, void* p, size_t size) {
     gr_free(p);
     return nullptr;
   }
+  if (gr_heap_of(p) == heap && grows_in_place(p, size)) return p;
   return realloc_with(p, size, [heap](size_t n) { return gr_heap_malloc(heap, n); });
 }
 

@@ -640,6 +640,24 @@ void* heap_malloc_slow(size_t size) {
   return heap_alloc(h, size);
 }
 
+bool heap_grow_span(void* p, size_t size) {
+  if constexpr (kSecure) return false;  // its guard page would land inside it
+  uintptr_t u = uintptr_t(p);
+  if (map_kind(u) != kMapSegment) return false;
+  Slab* s = slab_at(segment_of(u), u);
+  Heap* owner = s->heap;
+  if (s->kind != SliceKind::kLarge || s->start != p || (s->flags & kSlabHasAligned) || !owner)
+    return false;
+  unsigned first = slice_index(s);
+  auto count = unsigned((size + kSliceSize - 1) >> kSliceShift);
+  while (slices_bytes(first, count) < size) ++count;
+  Heap* home = slice_home(owner);
+  LockGuard guard(home->lock);
+  if (!segment_extend_span(home, s, count)) return false;
+  slab_span_resized(s);
+  return true;
+}
+
 void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
 
 void heap_offset_growth(Heap* h, size_t bytes) {

@@ -53,6 +53,11 @@ void heap_offset_growth(Heap* h, size_t bytes);
 // allocate. nullptr when memory is exhausted (errno is left to the caller).
 void* heap_malloc_slow(size_t size);
 
+// Grow the live span at p in place to hold `size` bytes (at most
+// kLargeMax), taking the free slices right after it. False: p is no such
+// span, or they are not free; nothing changed.
+bool heap_grow_span(void* p, size_t size);
+
 // --- free of anything the fast path did not take ---
 void heap_free_slow(void* p);
 // A valid block of a slab another heap owns (checked by the caller).

@@ -281,6 +281,41 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   return head;
 }
 
+bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
+  Segment* seg = segment_of(head);
+  unsigned first = slice_index(head), old = head->slice_count;
+  if (count <= old || first + count > kSlicesPerSegment) return false;
+  uint64_t bits = run_bits(first + old, count - old);
+  if ((seg->free_mask & bits) != bits) return false;
+  if (h->max_bytes && h->held_bytes + (size_t(count - old) << kSliceShift) > h->max_bytes)
+    return false;
+  uint64_t fresh = bits & ~seg->committed_mask;
+  // Moving copies the block, but into a run that is resident whole it faults
+  // in nothing, and the old pages are reused: when one exists, move.
+  if (fresh) {
+    for (Segment* s = h->segments; s; s = s->next) {
+      if (find_run(s->free_mask & s->committed_mask & ~uint64_t{1}, count) >= 0) return false;
+    }
+  }
+  if (!commit_slices(seg, fresh)) return false;
+  // A retired span head taken in stays a tail: a late second free of that
+  // span now lands inside this one and is reported as an interior free.
+  seg->free_mask &= ~bits;
+  seg->purge_mask &= ~bits;
+  seg->retired_spans &= ~bits;
+  for (uint64_t m = fresh; m; m &= m - 1) seg->slabs[__builtin_ctzll(m)].dirty = 0;
+  for (unsigned i = old; i < count; ++i) {
+    Slab* t = head + i;
+    t->kind = SliceKind::kTail;
+    t->head_offset = uint16_t(i);
+    slab_set_fast_owner(t, nullptr);
+  }
+  head->slice_count = uint16_t(count);
+  h->held_bytes += size_t(count - old) << kSliceShift;
+  if (fresh) segment_decommit_idle(h, size_t(__builtin_popcountll(fresh)) << kSliceShift);
+  return true;
+}
+
 void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   Segment* seg = segment_of(head);
   unsigned first = slice_index(head), count = head->slice_count;

@@ -45,6 +45,10 @@ inline constexpr uint32_t kExtentUnit = 4096;
 // reuses those pages instead of faulting in fresh ones.
 Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only = false,
                           uint32_t touch = kSliceSize);
+// Grow live span `head` to `count` slices when the slices right after it
+// are free and no resident run elsewhere could take it whole (under
+// h->lock, h the segments' owner). False: nothing changed.
+bool segment_extend_span(Heap* h, Slab* head, unsigned count);
 // Give a slab's slices back to its segment; they are decommitted after the
 // purge delay, and an empty segment released.
 void segment_return_slices(Heap* h, Slab* head, uint64_t now);

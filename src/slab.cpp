@@ -45,6 +45,13 @@ void slab_init_large(Slab* s, Heap* h, uintptr_t key) {
   s->carved = s->block_size;
 }
 
+void slab_span_resized(Slab* s) {
+  auto bytes = uint32_t(slices_bytes(slice_index(s), s->slice_count));
+  s->block_size = bytes;
+  s->div_magic = ~uint64_t{0} / bytes + 1;
+  __atomic_store_n(&s->carved, bytes, __ATOMIC_RELAXED);
+}
+
 bool slab_extend(Slab* s) {
   if (s->capacity >= s->reserved) return false;
   // Carve about a page at a time: a fresh slab touches only what it uses.

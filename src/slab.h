@@ -12,6 +12,8 @@ namespace granule {
 void slab_init(Slab* s, Heap* h, unsigned c, uintptr_t key);
 // Set up a one-block large span of `bytes` usable bytes.
 void slab_init_large(Slab* s, Heap* h, uintptr_t key);
+// A span's slice count changed: its one block spans all of them.
+void slab_span_resized(Slab* s);
 
 // Carve more never-used blocks into `free`; false when the slab is all carved.
 bool slab_extend(Slab* s);

@@ -7,7 +7,10 @@
 #include "granule.h"
 #include "helpers.h"
 
-TEST_CASE("gr_version") { REQUIRE(gr_version() == (GRANULE_VERSION_MAJOR << 16 | GRANULE_VERSION_MINOR << 8 | GRANULE_VERSION_PATCH)); }
+TEST_CASE("gr_version") {
+  REQUIRE(gr_version() ==
+          (GRANULE_VERSION_MAJOR << 16 | GRANULE_VERSION_MINOR << 8 | GRANULE_VERSION_PATCH));
+}
 
 TEST_CASE("segments are aligned to their size") {
   for (size_t size : {size_t(16), size_t(3000), size_t(100000), size_t(1u << 20)}) {
@@ -69,3 +72,51 @@ TEST_CASE("first-class heap with a maximum refuses beyond it") {
   REQUIRE(gr_heap_malloc(heap, 1000) != nullptr);
   gr_heap_destroy(heap);
 }
+
+#if !defined(GRANULE_SECURE)  // hardened spans end at a guard page: they move
+TEST_CASE("a span growing a little at a time stays in place until the slices after it are taken") {
+  constexpr size_t kSlice = 64 * 1024;
+  constexpr size_t kSpan = 300 * 1024;  // past the medium classes: five slices
+  gr_heap_t* heap = gr_heap_create(nullptr);
+  REQUIRE(heap != nullptr);
+  // A heap of its own: a, b, c side by side in its fresh segment, from slice 1.
+  auto* a = static_cast<unsigned char*>(gr_heap_malloc(heap, kSpan));
+  void* b = gr_heap_malloc(heap, kSpan);
+  void* c = gr_heap_malloc(heap, kSpan);
+  REQUIRE((a && b && c));
+  for (size_t k = 0; k < kSpan; ++k) a[k] = static_cast<unsigned char>(k * 13);
+  gr_free(b);
+  // Growing by an eighth, as a list's array does: in place through b's five
+  // slices, then c is in the way and it moves.
+  unsigned char* p = a;
+  size_t n = kSpan;
+  for (;;) {
+    size_t m = n + n / 8;
+    auto* q = static_cast<unsigned char*>(gr_heap_realloc(heap, p, m));
+    REQUIRE(q != nullptr);
+    REQUIRE(gr_usable_size(q) >= m);
+    INFO("grown from " << n << " to " << m << " bytes");
+    if (m <= 10 * kSlice) {
+      REQUIRE(q == a);
+    } else {
+      REQUIRE(q != a);
+      bool intact = true;
+      for (size_t k = 0; k < n; ++k) intact &= q[k] == static_cast<unsigned char>(k * 13);
+      REQUIRE(intact);
+      gr_free(q);
+      break;
+    }
+    for (size_t k = n; k < m; ++k) q[k] = static_cast<unsigned char>(k * 13);
+    p = q, n = m;
+  }
+  // A doubling copies instead (each byte moves about once in a run of them).
+  auto* d = static_cast<unsigned char*>(gr_heap_malloc(heap, kSpan));
+  REQUIRE(d != nullptr);
+  void* e = gr_heap_realloc(heap, d, 2 * kSpan);
+  REQUIRE(e != nullptr);
+  REQUIRE(e != d);
+  gr_free(e);
+  gr_free(c);
+  gr_heap_destroy(heap);
+}
+#endif
