@@ -641,7 +641,7 @@ void* heap_malloc_slow(size_t size) {
 }
 
 bool heap_grow_span(void* p, size_t size) {
-  if constexpr (kSecure) return false;  // its guard page would land inside it
+  if constexpr (kSecure) return false;  // a span may end at its segment's guard page
   uintptr_t u = uintptr_t(p);
   if (map_kind(u) != kMapSegment) return false;
   Slab* s = slab_at(segment_of(u), u);

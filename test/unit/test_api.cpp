@@ -73,7 +73,7 @@ TEST_CASE("first-class heap with a maximum refuses beyond it") {
   gr_heap_destroy(heap);
 }
 
-#if !defined(GRANULE_SECURE)  // hardened spans end at a guard page: they move
+#if !defined(GRANULE_SECURE)  // hardened spans always move (a guard page may end one)
 TEST_CASE("a span growing a little at a time stays in place until the slices after it are taken") {
   constexpr size_t kSlice = 64 * 1024;
   constexpr size_t kSpan = 300 * 1024;  // past the medium classes: five slices
