@@ -208,6 +208,29 @@ int closest_slice(Heap* h, uint32_t touch, bool avoid_slice0, Segment** found) {
   return best;
 }
 
+// Slices [from, to) of the run headed by `head` (committed already; `fresh`
+// those that were not) leave the free, purge and retired masks and become
+// its tails; h holds them from now on. Fresh slices have touched nothing,
+// and h's idle slices go back as much (segment_decommit_idle).
+void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
+  Segment* seg = segment_of(head);
+  uint64_t bits = run_bits(slice_index(head) + from, to - from);
+  seg->free_mask &= ~bits;
+  seg->purge_mask &= ~bits;
+  seg->retired_spans &= ~bits;
+  seg->empty_since = 0;
+  for (uint64_t m = fresh; m; m &= m - 1) seg->slabs[__builtin_ctzll(m)].dirty = 0;
+  for (unsigned i = from > 1 ? from : 1; i < to; ++i) {
+    Slab* t = head + i;
+    t->kind = SliceKind::kTail;
+    t->head_offset = uint16_t(i);
+    slab_set_fast_owner(t, nullptr);
+  }
+  head->slice_count = uint16_t(to);
+  h->held_bytes += size_t(to - from) << kSliceShift;
+  if (fresh) segment_decommit_idle(h, size_t(__builtin_popcountll(fresh)) << kSliceShift);
+}
+
 }  // namespace
 
 Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only,
@@ -261,23 +284,10 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
     if (created) segment_destroy(h, found);
     return nullptr;
   }
-  found->free_mask &= ~bits;
-  found->purge_mask &= ~bits;
-  found->retired_spans &= ~bits;
-  found->empty_since = 0;
   Slab* head = &found->slabs[first];
-  for (uint64_t m = fresh; m; m &= m - 1) found->slabs[__builtin_ctzll(m)].dirty = 0;
-  for (unsigned i = 1; i < count; ++i) {
-    Slab* t = head + i;
-    t->kind = SliceKind::kTail;
-    t->head_offset = uint16_t(i);
-    slab_set_fast_owner(t, nullptr);
-  }
   head->kind = SliceKind::kSlab;
-  head->slice_count = uint16_t(count);
   head->head_offset = 0;
-  h->held_bytes += size_t(count) << kSliceShift;
-  if (fresh) segment_decommit_idle(h, size_t(__builtin_popcountll(fresh)) << kSliceShift);
+  join_run(h, head, 0, count, fresh);
   return head;
 }
 
@@ -298,21 +308,9 @@ bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
     }
   }
   if (!commit_slices(seg, fresh)) return false;
-  // A retired span head taken in stays a tail: a late second free of that
-  // span now lands inside this one and is reported as an interior free.
-  seg->free_mask &= ~bits;
-  seg->purge_mask &= ~bits;
-  seg->retired_spans &= ~bits;
-  for (uint64_t m = fresh; m; m &= m - 1) seg->slabs[__builtin_ctzll(m)].dirty = 0;
-  for (unsigned i = old; i < count; ++i) {
-    Slab* t = head + i;
-    t->kind = SliceKind::kTail;
-    t->head_offset = uint16_t(i);
-    slab_set_fast_owner(t, nullptr);
-  }
-  head->slice_count = uint16_t(count);
-  h->held_bytes += size_t(count - old) << kSliceShift;
-  if (fresh) segment_decommit_idle(h, size_t(__builtin_popcountll(fresh)) << kSliceShift);
+  // A retired span head taken in becomes a tail: a late second free of that
+  // span lands inside this one and is reported as an interior free.
+  join_run(h, head, old, count, fresh);
   return true;
 }
 
