@@ -45,15 +45,15 @@ inline bool stays_in_place(size_t size, size_t usable) {
 // right after it. A doubling still moves: its bytes are copied about once
 // over a run of them, and the old span serves what comes next (in place, a
 // doubling sqlite grew into fresh slices and peaked 4 MiB higher).
-inline bool grows_in_place(void* p, size_t size) {
-  if (size <= kMediumMax || size > kLargeMax) return false;
-  size_t usable = heap_usable_size(p);
-  return size > usable && size - usable <= usable / 4 && heap_grow_span(p, size);
+inline bool grows_in_place(void* p, size_t size, size_t usable) {
+  return size > kMediumMax && size <= kLargeMax && size > usable && size - usable <= usable / 4 &&
+         heap_grow_span(p, size);
 }
 
-// Move p's contents into a new block from `alloc` when they don't fit.
+// Move p's contents into a new block from `alloc` when they don't fit (and,
+// with `grow`, its span can't grow in place).
 template <class Alloc>
-void* realloc_with(void* p, size_t size, Alloc alloc) {
+void* realloc_with(void* p, size_t size, Alloc alloc, bool grow = false) {
   size_t usable = heap_usable_size(p);
   if (usable == 0) {
     // Not a live block of ours: its size is unknown, so copying from it could
@@ -66,7 +66,7 @@ void* realloc_with(void* p, size_t size, Alloc alloc) {
     errno = EINVAL;
     return nullptr;
   }
-  if (stays_in_place(size, usable)) return p;
+  if (stays_in_place(size, usable) || (grow && grows_in_place(p, size, usable))) return p;
   void* q = alloc(size);
   if (!q) return nullptr;  // p is untouched
   std::memcpy(q, p, size < usable ? size : usable);
@@ -93,8 +93,7 @@ __attribute__((noinline)) void* realloc_slow(void* p, size_t size) {
       return q;
     }
   }
-  if (grows_in_place(p, size)) return p;
-  return realloc_with(p, size, gr_malloc);
+  return realloc_with(p, size, gr_malloc, true);
 }
 
 }  // namespace
@@ -265,8 +264,8 @@ void* gr_heap_realloc(gr_heap_t* heap, void* p, size_t size) {
     gr_free(p);
     return nullptr;
   }
-  if (gr_heap_of(p) == heap && grows_in_place(p, size)) return p;
-  return realloc_with(p, size, [heap](size_t n) { return gr_heap_malloc(heap, n); });
+  return realloc_with(
+      p, size, [heap](size_t n) { return gr_heap_malloc(heap, n); }, gr_heap_of(p) == heap);
 }
 
 void* gr_heap_aligned_alloc(gr_heap_t* heap, size_t alignment, size_t size) {

@@ -216,7 +216,7 @@ void* heap_alloc_huge(Heap* h, size_t size, size_t alignment, bool zero) {
   size_t fresh;
   void* p =
       huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment, zero, &fresh);
-  if (fresh) heap_offset_growth(h, fresh);
+  heap_offset_growth(h, fresh);
   return p;
 }
 
@@ -661,6 +661,7 @@ bool heap_grow_span(void* p, size_t size) {
 void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
 
 void heap_offset_growth(Heap* h, size_t bytes) {
+  if (bytes == 0) return;  // nothing grew (a cache hit): no lock to take
   Heap* home = slice_home(h);
   LockGuard guard(home->lock);
   segment_decommit_idle(home, bytes);

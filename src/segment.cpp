@@ -157,6 +157,22 @@ int find_run(uint64_t free, unsigned count) {
   return m ? __builtin_ctzll(m) : -1;
 }
 
+// The first free run of `count` slices that is resident whole (with
+// `retired`, runs holding a retired span's head count too), or -1.
+int resident_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segment** found) {
+  for (Segment* seg = h->segments; seg; seg = seg->next) {
+    uint64_t free = seg->free_mask & seg->committed_mask;
+    if (avoid_slice0) free &= ~uint64_t{1};
+    if (!retired) free &= ~seg->retired_spans;
+    int f = find_run(free, count);
+    if (f >= 0) {
+      *found = seg;
+      return f;
+    }
+  }
+  return -1;
+}
+
 // The free run of `count` slices with the fewest decommitted ones (each is
 // a page fault per page to come), or -1. Free runs that are long but only
 // partly resident are what fragmentation and purging leave behind; the
@@ -254,20 +270,9 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
     // Default build: the last pass ranks retired runs itself. Hardened: a
     // resident retired run comes no earlier than fresh ones.
     if (kSecure ? pass == 1 : pass == 2) continue;
-    if (!kPasses[pass].committed) {
-      first = least_fresh_run(h, count, avoid_slice0, kPasses[pass].retired, &found);
-      continue;
-    }
-    for (Segment* seg = h->segments; seg; seg = seg->next) {
-      uint64_t free = seg->free_mask & seg->committed_mask;
-      if (avoid_slice0) free &= ~uint64_t{1};
-      if (!kPasses[pass].retired) free &= ~seg->retired_spans;
-      int f = find_run(free, count);
-      if (f >= 0) {
-        found = seg, first = f;
-        break;
-      }
-    }
+    first = kPasses[pass].committed
+                ? resident_run(h, count, avoid_slice0, kPasses[pass].retired, &found)
+                : least_fresh_run(h, count, avoid_slice0, kPasses[pass].retired, &found);
   }
   bool created = first < 0;
   if (created && resident_only) return nullptr;
@@ -302,11 +307,8 @@ bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
   uint64_t fresh = bits & ~seg->committed_mask;
   // Moving copies the block, but into a run that is resident whole it faults
   // in nothing, and the old pages are reused: when one exists, move.
-  if (fresh) {
-    for (Segment* s = h->segments; s; s = s->next) {
-      if (find_run(s->free_mask & s->committed_mask & ~uint64_t{1}, count) >= 0) return false;
-    }
-  }
+  Segment* elsewhere;
+  if (fresh && resident_run(h, count, true, true, &elsewhere) >= 0) return false;
   if (!commit_slices(seg, fresh)) return false;
   // A retired span head taken in becomes a tail: a late second free of that
   // span lands inside this one and is reported as an interior free.
