@@ -58,9 +58,7 @@ extern "C" void gr_free(void* p) {
       Heap* h = heap_current();
       uint64_t off = u - uintptr_t(s->start);
       // Blocks filled inline only (bigger ones are filled by a memset call).
-      if (__builtin_expect(off < slab_carved(s) && off * s->div_magic < s->div_magic &&
-                               s->block_size <= secure::kFillInline,
-                           1)) {
+      if (__builtin_expect(slab_block_start(s, off) && s->block_size <= secure::kFillInline, 1)) {
         auto* b = static_cast<Block*>(p);
         if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
           secure::on_free(s, b, true);

@@ -325,7 +325,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   // any other touched all of its slices.
   uint32_t touched = kSliceSize;
   if (head->kind == SliceKind::kSlab && head->size_class < kSmallClassCount) {
-    uintptr_t end = uintptr_t(head->start) + head->carved - uintptr_t(seg);
+    uintptr_t end = uintptr_t(head->start) + head->capacity * head->block_size - uintptr_t(seg);
     touched =
         uint32_t(end - (uintptr_t(first) << kSliceShift) + kExtentUnit - 1) & ~(kExtentUnit - 1);
     h->small_extent[head->size_class] = uint8_t(touched / kExtentUnit);

@@ -11,13 +11,12 @@ void init_common(Slab* s, Heap* h, uint32_t block_size, uintptr_t key) {
   unsigned first = slice_index(s);
   s->start = slice_start(seg, first);
   size_t bytes = slices_bytes(first, s->slice_count);
-  s->block_size = block_size;
+  slab_set_block_size(s, block_size);
   s->reserved = uint32_t(bytes / block_size);
   s->capacity = 0;
-  s->carved = 0;
+  s->limit = 0;
   s->used = 0;
   s->free = nullptr;
-  s->div_magic = ~uint64_t{0} / block_size + 1;
   s->key = key;
   s->heap = h;
   s->flags = 0;
@@ -42,14 +41,13 @@ void slab_init_large(Slab* s, Heap* h, uintptr_t key) {
   s->size_class = uint8_t(kClassCount);
   s->kind = SliceKind::kLarge;
   s->capacity = 1;
-  s->carved = s->block_size;
+  s->limit = slab_step(s);
 }
 
 void slab_span_resized(Slab* s) {
   auto bytes = uint32_t(slices_bytes(slice_index(s), s->slice_count));
-  s->block_size = bytes;
-  s->div_magic = ~uint64_t{0} / bytes + 1;
-  __atomic_store_n(&s->carved, bytes, __ATOMIC_RELAXED);
+  slab_set_block_size(s, bytes);
+  __atomic_store_n(&s->limit, slab_step(s), __ATOMIC_RELAXED);
 }
 
 bool slab_extend(Slab* s) {
@@ -58,7 +56,7 @@ bool slab_extend(Slab* s) {
   uint32_t bs = s->block_size;
   uint32_t n = bs >= 4096 ? 1 : 4096 / bs;
   if (n > s->reserved - s->capacity) n = s->reserved - s->capacity;
-  char* first = s->start + s->carved;
+  char* first = s->start + size_t(s->capacity) * bs;
   if constexpr (kSecure) {
     secure::carve(s, first, n);
   } else {
@@ -72,9 +70,7 @@ bool slab_extend(Slab* s) {
     s->free = head;
   }
   s->capacity += n;
-  // Other threads read `carved` when they free into this slab (relaxed:
-  // the block they free was carved before they got it).
-  __atomic_store_n(&s->carved, s->carved + n * bs, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->limit, s->capacity * slab_step(s), __ATOMIC_RELAXED);
   return true;
 }
 

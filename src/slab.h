@@ -27,16 +27,30 @@ RemoteFree slab_free_remote(Slab* s, Block* b);
 // Head descriptor of the slab containing slice descriptor s (kTail → head).
 inline Slab* slab_head(Slab* s) { return s->kind == SliceKind::kTail ? s - s->head_offset : s; }
 
-// Bytes carved so far, read by a thread that may not be the owner.
-inline uint32_t slab_carved(const Slab* s) { return __atomic_load_n(&s->carved, __ATOMIC_RELAXED); }
+// The block-start test in one multiply and one compare. With d =
+// ceil(2^64/b) + 1, off * d (mod 2^64) is k * step for off = k * b, where
+// step = b * d (mod 2^64) is below 2b; for any other offset within a few
+// MiB either side of the start it is at least 2^64/b (Lemire's divisibility
+// bound), far above any limit. So off * d < capacity * step holds exactly
+// for the starts of the carved blocks.
+inline uint32_t slab_step(const Slab* s) { return uint32_t(s->div_magic * s->block_size); }
+inline void slab_set_block_size(Slab* s, uint32_t block_size) {
+  s->block_size = block_size;
+  s->div_magic = ~uint64_t{0} / block_size + 2;  // ceil(2^64/b) + 1, b >= 2
+}
+// Read by threads that may not be the owner (relaxed: a block they free was
+// carved before they got it).
+inline uint32_t slab_limit(const Slab* s) { return __atomic_load_n(&s->limit, __ATOMIC_RELAXED); }
+inline bool slab_block_start(const Slab* s, uint64_t off) {
+  return off * s->div_magic < slab_limit(s);
+}
+// Bytes carved so far (any thread).
+inline uint32_t slab_carved(const Slab* s) { return slab_limit(s) / slab_step(s) * s->block_size; }
 
 // Offset of p in the carved part of s, when p starts a block; else -1.
 inline int64_t slab_block_offset(const Slab* s, uintptr_t p) {
   uint64_t off = p - uintptr_t(s->start);
-  if (off >= slab_carved(s)) return -1;
-  // Lemire's test: off is a multiple of block_size iff off * ceil(2^64/b) < that constant.
-  if (off * s->div_magic >= s->div_magic) return -1;
-  return int64_t(off);
+  return slab_block_start(s, off) ? int64_t(off) : -1;
 }
 // Index of the block containing offset off.
 inline uint32_t slab_block_index(const Slab* s, uint64_t off) {
@@ -62,10 +76,7 @@ inline Slab* live_block_slice(void* p) {
   Slab* s = slab_at(segment_of(u), u);
   uint64_t off = u - uintptr_t(s->start);
   auto* b = static_cast<Block*>(p);
-  if (__builtin_expect(
-          off < slab_carved(s) && off * s->div_magic < s->div_magic && b->tag != block_tag(s, b),
-          1))
-    return s;
+  if (__builtin_expect(slab_block_start(s, off) && b->tag != block_tag(s, b), 1)) return s;
   return nullptr;
 }
 

@@ -60,9 +60,9 @@ struct alignas(128) Slab {
   Block* free;         // owner-only allocation list
   Heap* fast_owner;    // the owning thread heap while its frees may take the fast path
   char* start;         // first block
-  uint32_t carved;     // bytes of blocks carved so far (capacity * block_size)
+  uint32_t limit;      // capacity * slab_step: bounds off * div_magic for carved block starts
   uint32_t used;       // blocks out of `free` (live, or freed remotely and not collected)
-  uint64_t div_magic;  // ceil(2^64 / block_size): exact division and multiple tests
+  uint64_t div_magic;  // ceil(2^64 / block_size) + 1: exact division and the block-start test
   uintptr_t key;       // random; free blocks carry key ^ address
   uint32_t block_size;
   uint32_t capacity;  // blocks carved

@@ -5,6 +5,7 @@
 #include "granule.h"
 #include "helpers.h"
 #include "size_classes.h"
+#include "slab.h"
 
 using namespace granule;
 
@@ -165,4 +166,47 @@ TEST_CASE("invalid frees leave the heap intact") {
   REQUIRE(check(b, 64, 2));
   gr_free(a);
   gr_free(b);
+}
+
+namespace {
+// Every offset the free paths may compute for a pointer into a slab's first
+// slice (the header of slice 0 gives negative ones) or anywhere in a span.
+void check_block_start_test(uint32_t block_size, uint32_t carved_blocks, int64_t span) {
+  Slab s{};
+  slab_set_block_size(&s, block_size);
+  s.limit = carved_blocks * slab_step(&s);
+  auto expect = [&](int64_t off) {
+    return off >= 0 && off % block_size == 0 && off / block_size < int64_t(carved_blocks);
+  };
+  auto probe = [&](int64_t off) {
+    if (slab_block_start(&s, uint64_t(off)) != expect(off)) {
+      INFO("block " << block_size << ", carved " << carved_blocks << ", offset " << off);
+      REQUIRE(slab_block_start(&s, uint64_t(off)) == expect(off));
+    }
+  };
+  for (int64_t off = -int64_t(kSegmentHeaderSize); off < 4096; ++off) probe(off);
+  for (int64_t k = 0; k * block_size <= span; ++k)
+    for (int64_t d : {-16, -8, -1, 0, 1, 8, 16}) probe(k * block_size + d);
+  uint64_t x = block_size;
+  for (int i = 0; i < 20000; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    probe(int64_t((x >> 20) % uint64_t(span + kSegmentHeaderSize)) - int64_t(kSegmentHeaderSize));
+  }
+}
+}  // namespace
+
+TEST_CASE("the free path's block-start test accepts exactly the carved block starts") {
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    uint32_t block = uint32_t(class_block_size(c));
+    int64_t bytes = int64_t(class_slab_slices(c)) * int64_t(kSliceSize);
+    uint32_t fit = uint32_t(bytes / block);
+    for (uint32_t carved : {0u, 1u, fit / 2, fit}) check_block_start_test(block, carved, bytes);
+  }
+  // Large spans: one block of whole slices (less the header in slice 0).
+  for (size_t slices = 1; slices < kSlicesPerSegment / 2; ++slices) {
+    for (size_t header : {size_t{0}, kSegmentHeaderSize}) {
+      auto bytes = uint32_t((slices << kSliceShift) - header);
+      check_block_start_test(bytes, 1, bytes);
+    }
+  }
 }
