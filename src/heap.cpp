@@ -422,12 +422,12 @@ Heap* heap_new() {
 // An owner gives up an attached slab (already out of its queue): an empty
 // one goes back to its segment; otherwise it becomes detached with its free
 // blocks pre-counted, so later frees return it without an owner.
-void hand_over(Heap* h, Slab* s, uint64_t now) {
+void hand_over(Heap* h, Slab* s) {
   for (;;) {
     slab_collect(s);
     LockGuard guard(h->lock);
     if (s->used == 0) {
-      return_slices(h, s, now);
+      return_slices(h, s, os::now_ms());
       return;
     }
     uint32_t free_count = s->capacity - s->used;
@@ -462,11 +462,10 @@ void park_spare(Heap* h) {
 
 // The owner thread leaves: every attached slab is handed over.
 void heap_abandon(Heap* h) {
-  uint64_t now = os::now_ms();
   for (unsigned c = 0; c < kClassCount; ++c) {
     while (Slab* s = h->queues[c].head) {
       queue_remove(h, s);
-      hand_over(h, s, now);
+      hand_over(h, s);
     }
   }
   LockGuard guard(g_pool_lock);
@@ -484,7 +483,6 @@ void heap_abandon(Heap* h) {
 // was taking or giving back is at worst leaked. No other thread exists to
 // race with, so hand_over's compare-and-swap succeeds at once.
 void abandon_in_child(Heap* h) {
-  uint64_t now = os::now_ms();
   for (unsigned c = 0; c < kClassCount; ++c) {
     Slab* s = h->queues[c].head;
     h->queues[c] = {};
@@ -500,7 +498,7 @@ void abandon_in_child(Heap* h) {
       s->next = s->prev = nullptr;
       s->list = SlabList::kNone;
       slab_set_fast_owner(s, nullptr);
-      hand_over(h, s, now);
+      hand_over(h, s);
       s = next;
     }
     direct_update(h, c);

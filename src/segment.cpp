@@ -388,10 +388,14 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
   size_t count = (bytes + kSliceSize - 1) >> kSliceShift;
   long delay = option(GR_OPTION_PURGE_DELAY);
   if (delay < 0) return;  // never purge: the program asked to keep it
-  uint64_t now = os::now_ms();
+  // The clock only once there is something to age: a small program that
+  // never frees a slab never calls into (and faults in) the C library's
+  // clock code.
+  uint64_t now = 0;
   for (uint64_t age : {uint64_t(delay) / 2, uint64_t(delay) / 8, uint64_t{0}}) {
     for (Segment* seg = h->segments; seg && count; seg = seg->next) {
       uint64_t due = 0;
+      if (seg->purge_mask && now == 0) now = os::now_ms();
       for (uint64_t m = seg->purge_mask; m && count; m &= m - 1) {
         if (seg->slabs[__builtin_ctzll(m)].free_since + age > now) continue;
         due |= m & (~m + 1);
