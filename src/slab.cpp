@@ -63,15 +63,13 @@ bool slab_extend(Slab* s) {
     // In address order, as the hardware prefetcher follows best: the
     // stores reach lines no one has touched since the pages were faulted
     // in (or reused).
-    auto* b = reinterpret_cast<Block*>(first);
-    for (uint32_t i = 1; i < n; ++i) {
-      auto* next = reinterpret_cast<Block*>(reinterpret_cast<char*>(b) + bs);
-      b->next = next;
+    Block* b = nullptr;
+    for (uint32_t i = 0; i < n; ++i) {
+      b = reinterpret_cast<Block*>(first + size_t(i) * bs);
+      b->next = reinterpret_cast<Block*>(reinterpret_cast<char*>(b) + bs);
       b->tag = block_tag(s, b);
-      b = next;
     }
-    b->next = s->free;
-    b->tag = block_tag(s, b);
+    b->next = s->free;  // the last one links to what was there
     s->free = reinterpret_cast<Block*>(first);
   }
   s->capacity += n;
