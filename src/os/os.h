@@ -46,7 +46,7 @@ void fail_after(long n);
 
 uint64_t now_ms();  // monotonic clock
 void yield();
-void sleep_ms(uint32_t ms);
+void sleep_ms(uint32_t ms);  // may end early on a signal
 // Block while *word == expected, at most timeout_ms; wake() wakes all waiters.
 void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms);
 void wake(const uint32_t* word);

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "os/os.h"
+#include "os/vdso_linux.h"
 
 extern char** environ;
 
@@ -119,17 +120,30 @@ void advise_huge(void* p, size_t size) {
 }
 
 uint64_t now_ms() {
+  // The vDSO entry, looked up on first use (1: none found, use libc's).
+  // Threads racing to look it up find the same answer.
+  static std::atomic<uintptr_t> vdso_clock{0};
+  uintptr_t f = vdso_clock.load(std::memory_order_relaxed);
+  if (f == 0) {
+    VdsoClock found = vdso_clock_gettime();
+    f = found ? reinterpret_cast<uintptr_t>(found) : 1;
+    vdso_clock.store(f, std::memory_order_relaxed);
+  }
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  if (f == 1 || reinterpret_cast<VdsoClock>(f)(CLOCK_MONOTONIC, &ts) != 0) {
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+  }
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
 void yield() { sched_yield(); }
 
+// A futex wait on a word nobody wakes: nanosleep would fault in the page of
+// libc that clock_gettime's caller avoids (vdso_linux.cpp). A signal may
+// end the wait early; callers only pace themselves with it.
 void sleep_ms(uint32_t ms) {
-  struct timespec ts = {time_t(ms / 1000), long(ms % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-  }
+  uint32_t word = 0;
+  wait_on(&word, 0, ms);
 }
 
 void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms) {
