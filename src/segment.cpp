@@ -1,5 +1,6 @@
 #include "segment.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "huge.h"
@@ -383,16 +384,25 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
 // much of them now, so its peak stays flat instead of growing by what
 // fragmentation and the delay strand. Those nearest their deadline go
 // first: a slice freed a moment ago is the likeliest to be taken again,
-// and faulting it back in would cost more than the delay saved.
+// and faulting it back in would cost more than the delay saved. Of those
+// freed a moment ago, a heap keeps up to a 16th of what it holds: a
+// program working in rounds (free it all, grow it again) would otherwise
+// fault them back in every round.
+constexpr unsigned kRecentIdleShift = 4;
 void segment_decommit_idle(Heap* h, size_t bytes) {
   size_t count = (bytes + kSliceSize - 1) >> kSliceShift;
   long delay = option(GR_OPTION_PURGE_DELAY);
   if (delay < 0) return;  // never purge: the program asked to keep it
   // The clock only once there is something to age: a small program that
-  // never frees a slab never calls into (and faults in) the C library's
-  // clock code.
+  // never frees a slab never asks the time.
   uint64_t now = 0;
   for (uint64_t age : {uint64_t(delay) / 2, uint64_t(delay) / 8, uint64_t{0}}) {
+    if (age == 0 && delay > 0 && count) {
+      size_t idle = 0, kept = (h->held_bytes >> kRecentIdleShift) >> kSliceShift;
+      for (Segment* seg = h->segments; seg; seg = seg->next)
+        idle += size_t(__builtin_popcountll(seg->purge_mask));
+      count = idle > kept ? std::min(count, idle - kept) : 0;
+    }
     for (Segment* seg = h->segments; seg && count; seg = seg->next) {
       uint64_t due = 0;
       if (seg->purge_mask && now == 0) now = os::now_ms();

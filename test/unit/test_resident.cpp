@@ -140,6 +140,48 @@ TEST_CASE("a span that must fault pages in takes the free run that needs fewest"
   });
 }
 
+TEST_CASE("growth keeps slices freed a moment ago up to a 16th of the heap, and no more") {
+  constexpr size_t kMiB = size_t{1} << 20;
+  with_purge_delay(60 * 1000, [&] {
+    gr_heap_t* heap = gr_heap_create(nullptr);
+    REQUIRE(heap != nullptr);
+    std::vector<void*> spans;
+    for (int i = 0; i < 32; ++i) {
+      void* p = gr_heap_malloc(heap, kMiB);
+      REQUIRE(p != nullptr);
+      std::memset(p, 1, kMiB);
+      spans.push_back(p);
+    }
+    // Spans of 1.5 MiB fit none of the 1 MiB holes: each takes fresh slices.
+    auto grow = [&](int n) {
+      size_t before = committed();
+      for (int i = 0; i < n; ++i) {
+        void* p = gr_heap_malloc(heap, kMiB + kMiB / 2);
+        REQUIRE(p != nullptr);
+        std::memset(p, 2, kMiB + kMiB / 2);
+        spans.push_back(p);
+      }
+      return committed() - before;
+    };
+    // 1 MiB idle of about 32 held: kept, as a program freeing and growing
+    // again in rounds would take it back at once.
+    gr_free(spans[0]);
+    spans[0] = nullptr;
+    size_t grew = grow(1);
+    INFO("with 1 MiB idle, 1.5 MiB of growth committed " << grew);
+    REQUIRE(grew >= kMiB + kMiB / 2);
+    // 8 MiB idle more: all but about 2 MiB of it offsets the next 6 MiB.
+    for (int i = 1; i <= 8; ++i) {
+      gr_free(spans[size_t(i) * 2]);
+      spans[size_t(i) * 2] = nullptr;
+    }
+    grew = grow(4);
+    INFO("with 9 MiB idle, 6 MiB of growth committed " << grew);
+    REQUIRE(grew < kMiB);
+    gr_heap_destroy(heap);
+  });
+}
+
 TEST_CASE("memory that grows gives back the slices idle longest first") {
   constexpr size_t kSlice = 64 * 1024;
   constexpr long kDelay = 1600;
