@@ -385,9 +385,9 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
 // fragmentation and the delay strand. Those nearest their deadline go
 // first: a slice freed a moment ago is the likeliest to be taken again,
 // and faulting it back in would cost more than the delay saved. Of those
-// freed a moment ago, a heap keeps up to a 16th of what it holds: a
-// program working in rounds (free it all, grow it again) would otherwise
-// fault them back in every round.
+// freed a moment ago, a heap keeps up to a 16th of the slices it holds in
+// slabs and spans: a program working in rounds (free it all, grow it
+// again) would otherwise fault them back in every round.
 constexpr unsigned kRecentIdleShift = 4;
 void segment_decommit_idle(Heap* h, size_t bytes) {
   size_t count = (bytes + kSliceSize - 1) >> kSliceShift;
@@ -398,9 +398,12 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
   uint64_t now = 0;
   for (uint64_t age : {uint64_t(delay) / 2, uint64_t(delay) / 8, uint64_t{0}}) {
     if (age == 0 && delay > 0 && count) {
-      size_t idle = 0, kept = (h->held_bytes >> kRecentIdleShift) >> kSliceShift;
-      for (Segment* seg = h->segments; seg; seg = seg->next)
+      size_t idle = 0, held = 0;
+      for (Segment* seg = h->segments; seg; seg = seg->next) {
         idle += size_t(__builtin_popcountll(seg->purge_mask));
+        held += size_t(__builtin_popcountll(~seg->free_mask));
+      }
+      size_t kept = held >> kRecentIdleShift;
       count = idle > kept ? std::min(count, idle - kept) : 0;
     }
     for (Segment* seg = h->segments; seg && count; seg = seg->next) {

@@ -9,7 +9,7 @@ out=build/sanitize
 mkdir -p "$out"
 passed=0
 failed=0
-core=(src/*.cpp src/os/os_linux.cpp)
+core=(src/*.cpp src/os/*_linux.cpp)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
