@@ -86,8 +86,8 @@ TEST_CASE("memory that grows while free slices wait for their delay gives them b
     size_t s1 = committed();
     INFO("a 1 MiB span changed committed by " << (long long)(s1 - s0));
     REQUIRE(s1 < s0 + (256u << 10));
-    // A fresh huge mapping takes the rest of them (about 0.5 MiB) but a 16th
-    // of the slices the heap holds (about 40).
+    // A fresh huge mapping takes the rest of them (about 0.5 MiB) but for a
+    // 16th of the slices the heap holds: 2 of about 40.
     void* huge = gr_heap_malloc(heap, 8u << 20);
     REQUIRE(huge != nullptr);
     std::memset(huge, 3, 8u << 20);
@@ -168,8 +168,8 @@ TEST_CASE("growth keeps slices freed a moment ago up to a 16th of the heap, and 
       }
       return committed() - before;
     };
-    // 1 MiB idle of about 32 held: kept, as a program freeing and growing
-    // again in rounds would take it back at once.
+    // 1 MiB idle of about 32 MiB held: kept, as a program freeing and
+    // growing again in rounds would take it back at once.
     gr_free(spans[0]);
     spans[0] = nullptr;
     size_t grew = grow(1);
