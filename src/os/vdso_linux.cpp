@@ -10,6 +10,8 @@
 #include <link.h>
 #include <sys/auxv.h>
 
+#include <cstring>
+
 #include "os/vdso_linux.h"
 
 namespace granule::os {
@@ -22,11 +24,6 @@ constexpr char kClockSymbol[] = "__kernel_clock_gettime";
 #else
 constexpr char kClockSymbol[] = "";
 #endif
-
-bool same(const char* a, const char* b) {
-  while (*a && *a == *b) ++a, ++b;
-  return *a == *b;
-}
 
 }  // namespace
 
@@ -68,8 +65,8 @@ VdsoClock vdso_clock_gettime() {
   if (!symtab || !strtab || !hash) return nullptr;
   for (ElfW(Word) i = 0; i < hash[1]; ++i) {
     const ElfW(Sym)& sym = symtab[i];
-    if ((sym.st_info & 0xf) != STT_FUNC || sym.st_shndx == SHN_UNDEF) continue;
-    if (same(strtab + sym.st_name, kClockSymbol)) {
+    if (ELF64_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_shndx == SHN_UNDEF) continue;
+    if (std::strcmp(strtab + sym.st_name, kClockSymbol) == 0) {
       return reinterpret_cast<VdsoClock>(bias + sym.st_value);
     }
   }
