@@ -19,8 +19,9 @@ std::atomic<bool> g_stop{false};
 uint32_t interval_ms() {
   long delay = option(GR_OPTION_PURGE_DELAY);
   if (delay <= 0) return 1000;
-  long half = delay / 2;
-  return uint32_t(half < 10 ? 10 : half > 1000 ? 1000 : half);
+  // Slices may wait only a quarter of the delay (segment_purge).
+  long eighth = delay / 8;
+  return uint32_t(eighth < 10 ? 10 : eighth > 1000 ? 1000 : eighth);
 }
 
 void purge_thread(void*) {

@@ -64,6 +64,32 @@ bool commit_slices(Segment* seg, uint64_t bits) {
   return ok;
 }
 
+// Free slices wait a quarter of the purge delay before they are
+// decommitted, or the whole delay while a heap takes back more than half as
+// many slices aged between the two as the delay purges. A program that
+// frees memory and then grows elsewhere (an interpreter's own arenas,
+// another heap, a library's mappings) doesn't carry it at its peak; one
+// that frees and regrows in rounds keeps it resident between them.
+constexpr uint64_t kShortWaitDivisor = 4;
+constexpr uint64_t kFeedbackDelays = 10;  // the counts halve this often
+
+uint64_t slice_wait(const Heap* h, uint64_t delay) {
+  return h->retaken_slices * 2 > h->purged_slices ? delay : delay / kShortWaitDivisor;
+}
+
+// `bits` leave the free slices: count those a short wait would purge (or
+// has purged) that a full one would have kept resident.
+void note_taken(Heap* h, Segment* seg, uint64_t bits) {
+  uint64_t waiting = bits & (seg->purge_mask | seg->purged_mask);
+  seg->purged_mask &= ~bits;
+  if (!waiting) return;
+  uint64_t now = os::now_ms(), delay = uint64_t(option(GR_OPTION_PURGE_DELAY));
+  for (; waiting; waiting &= waiting - 1) {
+    uint64_t age = now - seg->slabs[__builtin_ctzll(waiting)].free_since;
+    if (age >= delay / kShortWaitDivisor && age < delay) ++h->retaken_slices;
+  }
+}
+
 void decommit_slices(Segment* seg, uint64_t bits) {
   for_each_run(bits, [&](unsigned first, unsigned count) {
     size_t bytes = slices_bytes(first, count);
@@ -284,6 +310,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   }
   uint64_t bits = run_bits(unsigned(first), count);
   uint64_t fresh = bits & ~found->committed_mask;
+  note_taken(h, found, bits);
   if (!commit_slices(found, fresh)) {
     // A segment made for this request would stay empty with empty_since 0,
     // which purging never releases: give it back now.
@@ -310,6 +337,7 @@ bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
   // in nothing, and the old pages are reused: when one exists, move.
   Segment* elsewhere;
   if (fresh && resident_run(h, count, true, true, &elsewhere) >= 0) return false;
+  note_taken(h, seg, bits);
   if (!commit_slices(seg, fresh)) return false;
   // A retired span head taken in becomes a tail: a late second free of that
   // span lands inside this one and is reported as an interior free.
@@ -354,6 +382,12 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
   long delay = option(GR_OPTION_PURGE_DELAY);
   if (delay < 0 && !force) return false;
   uint64_t cutoff = force ? ~uint64_t{0} : now - uint64_t(delay);
+  uint64_t slice_cutoff = force ? cutoff : now - slice_wait(h, uint64_t(delay));
+  if (!force && now - h->feedback_since >= uint64_t(delay) * kFeedbackDelays) {
+    h->purged_slices /= 2;
+    h->retaken_slices /= 2;
+    h->feedback_since = now;
+  }
   bool pending = false;
   for (Segment *seg = h->segments, *next; seg; seg = next) {
     next = seg->next;
@@ -367,11 +401,15 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
     uint64_t due = 0;
     for (uint64_t m = seg->purge_mask; m; m &= m - 1) {
       unsigned i = unsigned(__builtin_ctzll(m));
-      if (force || seg->slabs[i].free_since <= cutoff) due |= uint64_t{1} << i;
+      if (seg->slabs[i].free_since <= slice_cutoff) due |= uint64_t{1} << i;
     }
     if (due) {
       decommit_slices(seg, due);
       seg->purge_mask &= ~due;
+      if (!force) {
+        seg->purged_mask |= due;
+        h->purged_slices += unsigned(__builtin_popcountll(due));
+      }
     }
     if (seg->purge_mask) pending = true;
   }

@@ -101,6 +101,7 @@ struct Segment {
   uint64_t free_mask;       // slices not in any slab
   uint64_t committed_mask;  // slices whose memory is committed
   uint64_t purge_mask;      // free, committed slices waiting to be decommitted
+  uint64_t purged_mask;     // decommitted by the delay, not taken since
   uint64_t empty_since;     // when the last slab left (0: not empty)
   uint64_t retired_spans;   // first slices of retired large spans, reused last
   alignas(128) Slab slabs[kSlicesPerSegment];
@@ -151,6 +152,10 @@ struct Heap {
   // returned to these segments had touched (0: none yet). The next one is
   // expected to touch as much (under lock).
   uint8_t small_extent[kSmallClassCount] = {};
+  // Purge feedback (segment_purge, under lock): slices the delay purged, and
+  // slices taken back after a quarter of the delay but before its end.
+  uint32_t purged_slices = 0, retaken_slices = 0;
+  uint64_t feedback_since = 0;  // ms: both counts halve every ten delays
   HeapKind kind = HeapKind::kThread;
   std::atomic<HeapState> state{HeapState::kLive};
   std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)

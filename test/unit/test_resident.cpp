@@ -189,7 +189,7 @@ TEST_CASE("growth keeps slices freed a moment ago up to a 16th of the heap, and 
 
 TEST_CASE("memory that grows gives back the slices idle longest first") {
   constexpr size_t kSlice = 64 * 1024;
-  constexpr long kDelay = 1600;
+  constexpr long kDelay = 3200;
   auto resident = [](void* p) {
     unsigned char v = 0;
     REQUIRE(mincore(p, 4096, &v) == 0);
@@ -208,8 +208,9 @@ TEST_CASE("memory that grows gives back the slices idle longest first") {
     std::memset(young, 1, 6 * kSlice);
     std::memset(old, 2, 6 * kSlice);
     gr_free(old);
-    // Past half the delay, well short of it: nothing is purged by time yet.
-    std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 2 + 250));
+    // Past an eighth of the delay (the older tier of growth's give-back),
+    // short of the quarter after which time alone would purge it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 8 + kDelay / 16));
     gr_free(young);
     // Seven fresh slices (the free runs are too short): seven idle ones go.
     void* d = gr_heap_malloc(heap, 7 * kSlice);
@@ -220,6 +221,33 @@ TEST_CASE("memory that grows gives back the slices idle longest first") {
     INFO("old run's last page resident: " << old_kept << ", young run's: " << young_kept);
     REQUIRE(!old_kept);
     REQUIRE(young_kept);
+    gr_heap_destroy(heap);
+  });
+}
+TEST_CASE("free slices wait a quarter of the delay, all of it once they are taken back") {
+  constexpr size_t kSlice = 64 * 1024;
+  constexpr long kDelay = 1200;
+  with_purge_delay(kDelay, [&] {
+    gr_heap_t* heap = gr_heap_create(nullptr);
+    REQUIRE(heap != nullptr);
+    // A span freed and left for half the delay; then, is its last page still
+    // resident? The next span takes the same slices back.
+    auto kept_for_half = [&] {
+      char* p = static_cast<char*>(gr_heap_malloc(heap, 6 * kSlice));
+      REQUIRE(p != nullptr);
+      std::memset(p, 1, 6 * kSlice);
+      gr_free(p);
+      std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 2));
+      gr_collect(false);
+      unsigned char v = 0;
+      REQUIRE(mincore(p + 6 * kSlice - 4096, 4096, &v) == 0);
+      return (v & 1) != 0;
+    };
+    // Nothing was ever taken back early: a quarter of the delay is enough.
+    REQUIRE_FALSE(kept_for_half());
+    // Those slices came back at half the delay, which the whole delay would
+    // have kept resident: from now on the heap waits it out.
+    REQUIRE(kept_for_half());
     gr_heap_destroy(heap);
   });
 }
