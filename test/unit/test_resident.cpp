@@ -111,6 +111,12 @@ long thread_minor_faults() {
   getrusage(RUSAGE_THREAD, &u);
   return u.ru_minflt;
 }
+// Whether the page at p is resident.
+bool resident(const void* p) {
+  unsigned char v = 0;
+  REQUIRE(mincore(const_cast<void*>(p), 4096, &v) == 0);
+  return (v & 1) != 0;
+}
 }  // namespace
 
 TEST_CASE("a span that must fault pages in takes the free run that needs fewest") {
@@ -190,11 +196,6 @@ TEST_CASE("growth keeps slices freed a moment ago up to a 16th of the heap, and 
 TEST_CASE("memory that grows gives back the slices idle longest first") {
   constexpr size_t kSlice = 64 * 1024;
   constexpr long kDelay = 6400;
-  auto resident = [](void* p) {
-    unsigned char v = 0;
-    REQUIRE(mincore(p, 4096, &v) == 0);
-    return (v & 1) != 0;
-  };
   with_purge_delay(kDelay, [&] {
     gr_heap_t* heap = gr_heap_create(nullptr);
     REQUIRE(heap != nullptr);
@@ -208,8 +209,9 @@ TEST_CASE("memory that grows gives back the slices idle longest first") {
     std::memset(young, 1, 6 * kSlice);
     std::memset(old, 2, 6 * kSlice);
     gr_free(old);
-    // Past an eighth of the delay (the older tier of growth's give-back),
-    // short of the quarter after which time alone would purge it.
+    // Past an eighth of the delay (a tier growth gives back before slices
+    // freed a moment ago), short of the quarter after which time alone
+    // would purge it.
     std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 8 + kDelay / 16));
     gr_free(young);
     // Seven fresh slices (the free runs are too short): seven idle ones go.
@@ -224,6 +226,7 @@ TEST_CASE("memory that grows gives back the slices idle longest first") {
     gr_heap_destroy(heap);
   });
 }
+
 TEST_CASE("free slices wait a quarter of the delay and all of it once they come back early") {
   constexpr size_t kSlice = 64 * 1024;
   constexpr long kDelay = 1200;
@@ -239,9 +242,7 @@ TEST_CASE("free slices wait a quarter of the delay and all of it once they come 
       gr_free(p);
       std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 2));
       gr_collect(false);
-      unsigned char v = 0;
-      REQUIRE(mincore(p + 6 * kSlice - 4096, 4096, &v) == 0);
-      return (v & 1) != 0;
+      return resident(p + 6 * kSlice - 4096);
     };
     // Nothing was ever taken back early: a quarter of the delay is enough.
     REQUIRE_FALSE(kept_for_half());
