@@ -106,6 +106,7 @@ TEST_CASE("memory that grows while free slices wait for their delay gives them b
 #include <sys/resource.h>
 
 namespace {
+constexpr size_t kSlice = 64 * 1024;  // the slice size the tests count in
 long thread_minor_faults() {
   rusage u{};
   getrusage(RUSAGE_THREAD, &u);
@@ -120,7 +121,6 @@ bool resident(const void* p) {
 }  // namespace
 
 TEST_CASE("a span that must fault pages in takes the free run that needs fewest") {
-  constexpr size_t kSlice = 64 * 1024;
   with_purge_delay(60 * 1000, [] {
     // A heap of its own: its segment holds only these spans, side by side.
     gr_heap_t* heap = gr_heap_create(nullptr);
@@ -194,7 +194,6 @@ TEST_CASE("growth keeps slices freed a moment ago up to a 16th of the heap, and 
 }
 
 TEST_CASE("memory that grows gives back the slices idle longest first") {
-  constexpr size_t kSlice = 64 * 1024;
   constexpr long kDelay = 6400;
   with_purge_delay(kDelay, [&] {
     gr_heap_t* heap = gr_heap_create(nullptr);
@@ -228,7 +227,6 @@ TEST_CASE("memory that grows gives back the slices idle longest first") {
 }
 
 TEST_CASE("free slices wait a quarter of the delay and all of it once they come back early") {
-  constexpr size_t kSlice = 64 * 1024;
   constexpr long kDelay = 1200;
   with_purge_delay(kDelay, [&] {
     gr_heap_t* heap = gr_heap_create(nullptr);
