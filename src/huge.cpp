@@ -37,6 +37,33 @@ SpinLock g_huge_lock;  // the cache and first-class heaps' lists
 HugeHeader* g_cache = nullptr;
 size_t g_cache_bytes = 0;
 unsigned g_cache_count = 0;
+// The last thread-heap huge allocation and the bytes it mapped fresh (under
+// g_huge_lock). A block freed after it, within the purge delay, and at most
+// two thirds its size, is most likely the old copy of a buffer that grew
+// into it (a vector reallocating): the program is about to fault in the new
+// block's fresh pages, and caching the old one would hold both at its peak.
+// Such a block is due at once, up to the bytes the growth mapped fresh; it
+// stays in the cache for the moment the purge thread takes to wake, so a
+// program that frees a block and then allocates a similar one still reuses
+// it. Same-size buffers allocated before their predecessor is freed (double
+// buffering) still cycle through the cache.
+struct Growth {
+  size_t size;   // of the mapping
+  size_t fresh;  // its fresh bytes not yet offset by a block given back
+  uint64_t at;   // ms
+};
+Growth g_growth{};
+constexpr size_t kOutgrownNum = 2, kOutgrownDen = 3;
+
+// Under g_huge_lock.
+bool outgrown(const HugeHeader* hh, uint64_t now, uint64_t delay) {
+  if (g_growth.fresh == 0 || now - g_growth.at >= delay ||
+      hh->map_size * kOutgrownDen > g_growth.size * kOutgrownNum)
+    return false;
+  g_growth.fresh -= g_growth.fresh < hh->commit_size ? g_growth.fresh : hh->commit_size;
+  return true;
+}
+
 // Purges that took cached mappings off the cache and have not unmapped them
 // yet (they unmap outside the lock): a forced purge waits for them, so the
 // memory is back with the OS when gr_collect(true) returns.
@@ -129,8 +156,9 @@ void split_off(HugeHeader* hh, size_t keep) {
 
 // Gather cached mappings, largest first, into one fresh reservation of `need`
 // bytes: their pages move with them (page tables only), so only the part no
-// cached piece covers is faulted in. nullptr when nothing could be moved.
-HugeHeader* assemble(size_t need, size_t alignment) {
+// cached piece covers is faulted in (*fresh). nullptr when nothing could be
+// moved.
+HugeHeader* assemble(size_t need, size_t alignment, size_t* fresh) {
   char* target = static_cast<char*>(os::reserve(need, alignment));
   if (!target) return nullptr;
   bump(g_stats.os_reserves);
@@ -154,6 +182,7 @@ HugeHeader* assemble(size_t need, size_t alignment) {
   }
   g_stats.reserved.add(need);
   g_stats.committed.add(need);
+  *fresh = need - filled;
   auto* hh = reinterpret_cast<HugeHeader*>(target);
   hh->map_size = hh->commit_size = need;
   hh->alignment = alignment;
@@ -167,13 +196,13 @@ HugeHeader* assemble(size_t need, size_t alignment) {
 // as their own mapping, and when none is big enough, cached pieces are moved
 // together (assemble). The hardened build takes exact fits only, so the
 // guard page stays right after the block.
-HugeHeader* take_cached(size_t need, size_t alignment) {
+HugeHeader* take_cached(size_t need, size_t alignment, size_t* fresh) {
   const bool split = !kSecure && os::can_split();
   LockGuard guard(g_huge_lock);
   if (!g_cache) return nullptr;
   size_t limit = kSecure ? need : split ? ~size_t{0} : 2 * need;
   HugeHeader* best = cache_find(need, limit, alignment, true);
-  if (!best) return split ? assemble(need, alignment) : nullptr;
+  if (!best) return split ? assemble(need, alignment, fresh) : nullptr;
   cache_unlink(best);
   size_t keep = (need + kSegmentSize - 1) & ~kSegmentMask;
   if (split && best->commit_size == best->map_size) split_off(best, keep);
@@ -264,7 +293,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
   if (size > kMaxRequest || offset > kMaxRequest) return nullptr;
   size_t map_size = page_round(offset + size) + kHugeGuard;
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
-  HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align);
+  HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align, fresh);
   if (hh && !fit_cached(hh, map_size, fresh)) hh = nullptr;
   // A reused mapping may be larger than asked for: zero what was asked.
   if (hh && zero)
@@ -300,6 +329,13 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
     hh->commit_size = map_size;
     hh->alignment = map_align;
     hh->next = hh->prev = nullptr;
+  }
+  if (!owner) {
+    // Any huge allocation supersedes the last growth: a block freed after
+    // it is no longer the likely old copy of that one.
+    uint64_t now = *fresh ? os::now_ms() : 0;
+    LockGuard guard(g_huge_lock);
+    g_growth = {hh->map_size, *fresh, now};
   }
   hh->cookie = kHugeLive ^ uintptr_t(hh);
   hh->offset = offset;
@@ -344,8 +380,10 @@ void huge_free(uintptr_t p) {
   size_t limit = size_t(option(GR_OPTION_HUGE_CACHE)) << 20;
   size_t peak = g_stats.huge_bytes.peak.load(std::memory_order_relaxed);
   if (limit != 0 && peak > limit) limit = peak;
-  bool cached = false;
-  if (limit != 0 && option(GR_OPTION_PURGE_DELAY) != 0) {
+  bool cached = false, soon = false;
+  long delay = option(GR_OPTION_PURGE_DELAY);
+  if (limit != 0 && delay != 0) {
+    uint64_t now = os::now_ms();
     LockGuard guard(g_huge_lock);
     if (g_cache_count < kCacheSlots && g_cache_bytes + hh->commit_size <= limit) {
       // Hardened: a cached block must not show its old contents, so its pages
@@ -356,11 +394,14 @@ void huge_free(uintptr_t p) {
         g_stats.committed.sub(hh->commit_size - keep);
         hh->commit_size = keep;
       }
-      cache_push(hh, os::now_ms());
+      soon = delay > 0 && outgrown(hh, now, uint64_t(delay));
+      cache_push(hh, soon ? now - uint64_t(delay) : now);
       cached = true;
     }
   }
-  if (cached)
+  if (soon)
+    purge_notify_soon();
+  else if (cached)
     purge_notify();
   else
     unmap(hh);

@@ -15,6 +15,8 @@ std::atomic<bool> g_pending{false};
 std::atomic<int> g_thread{0};  // 0: none, 1: starting/running, 2: could not start
 std::atomic<bool> g_allowed{false};
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_soon{false};        // purge_notify_soon: pass shortly, not after the interval
+std::atomic<uint32_t> g_soon_epoch{0};  // futex word: bumped by notify_soon
 
 uint32_t interval_ms() {
   long delay = option(GR_OPTION_PURGE_DELAY);
@@ -36,7 +38,16 @@ void purge_thread(void*) {
       os::wait_on(reinterpret_cast<const uint32_t*>(&g_epoch), epoch, 60 * 1000);
       continue;
     }
-    os::sleep_ms(interval_ms());
+    if (g_soon.exchange(false, std::memory_order_acq_rel)) {
+      // Give the program a moment to take the block back before it goes.
+      os::sleep_ms(kPurgeSoonMs);
+    } else {
+      // Only a notify_soon ends this wait early.
+      uint32_t soon_epoch = g_soon_epoch.load(std::memory_order_acquire);
+      if (g_soon.load(std::memory_order_acquire)) continue;
+      os::wait_on(reinterpret_cast<const uint32_t*>(&g_soon_epoch), soon_epoch, interval_ms());
+      if (g_soon.load(std::memory_order_acquire)) continue;
+    }
     g_pending.store(false, std::memory_order_release);
     if (heap_purge_all(false)) g_pending.store(true, std::memory_order_release);
   }
@@ -57,6 +68,13 @@ void purge_after_fork_child() {
   g_stop.store(false, std::memory_order_relaxed);
   g_thread.store(0, std::memory_order_relaxed);
   g_pending.store(true, std::memory_order_relaxed);
+}
+
+void purge_notify_soon() {
+  g_soon.store(true, std::memory_order_release);
+  g_soon_epoch.fetch_add(1, std::memory_order_release);
+  os::wake(reinterpret_cast<const uint32_t*>(&g_soon_epoch));
+  purge_notify();  // wakes an idle thread, or starts one
 }
 
 void purge_notify() {

@@ -1,12 +1,18 @@
 // Returning memory while the program is idle: a background thread, started
-// the first time something becomes purgeable, wakes every half purge delay
-// while work is pending and sleeps otherwise.
+// the first time something becomes purgeable, wakes every eighth of the
+// purge delay while work is pending and sleeps otherwise.
 #pragma once
+
+#include <cstdint>
 
 namespace granule {
 
 // Something became purgeable (slices, a segment, a cached huge block).
 void purge_notify();
+// Something is due now (a huge block that a bigger one outgrew): the purge
+// thread, if running, passes within about kPurgeSoonMs instead of its interval.
+inline constexpr uint32_t kPurgeSoonMs = 1;
+void purge_notify_soon();
 // After the library's constructor ran: starting a thread is now safe.
 void purge_allow_thread();
 // No thread heap is live any more (the last allocating thread is exiting):
