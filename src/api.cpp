@@ -6,6 +6,7 @@
 #include "granule.h"
 #include "heap.h"
 #include "huge.h"
+#include "options.h"
 #include "purge.h"
 #include "report.h"
 #include "segment.h"
@@ -206,6 +207,14 @@ int gr_version(void) {
 void gr_collect(bool force) {
   heap_collect_current();
   if (heap_purge_all(force)) purge_notify();
+}
+
+bool gr_option_set(gr_option_t o, long value) {
+  if (!option_set(o, value)) return false;
+  // Memory may be waiting on the old delay (or, with "never", on no thread
+  // at all): have the purge thread look at it again under the new one.
+  if (o == GR_OPTION_PURGE_DELAY || o == GR_OPTION_PURGE_THREAD) purge_notify();
+  return true;
 }
 
 // ---- first-class heaps ----

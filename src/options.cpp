@@ -79,6 +79,14 @@ void options_init_late() {
   if (!g_environment_read) options_init();
 }
 
+bool option_set(gr_option_t o, long value) {
+  if (unsigned(o) >= GR_OPTION_COUNT_) return false;
+  const auto& info = option_info(o);
+  if (value < info.min || value > info.max) return false;
+  g_options[o].store(value, std::memory_order_relaxed);
+  return true;
+}
+
 }  // namespace granule
 
 extern "C" {
@@ -86,14 +94,6 @@ extern "C" {
 long gr_option_get(gr_option_t o) {
   if (unsigned(o) >= GR_OPTION_COUNT_) return -1;
   return granule::option(o);
-}
-
-bool gr_option_set(gr_option_t o, long value) {
-  if (unsigned(o) >= GR_OPTION_COUNT_) return false;
-  const auto& info = granule::option_info(o);
-  if (value < info.min || value > info.max) return false;
-  granule::g_options[o].store(value, std::memory_order_relaxed);
-  return true;
 }
 
 const char* gr_option_name(gr_option_t o) {

@@ -33,9 +33,15 @@ void purge_thread(void*) {
       return;
     }
     uint32_t epoch = g_epoch.load(std::memory_order_acquire);
-    if (!g_pending.load(std::memory_order_acquire) || option(GR_OPTION_PURGE_DELAY) < 0) {
+    if (!g_pending.load(std::memory_order_acquire)) {
       // Idle: nothing to return, so no periodic wake-ups.
       os::wait_on(reinterpret_cast<const uint32_t*>(&g_epoch), epoch, 60 * 1000);
+      continue;
+    }
+    if (option(GR_OPTION_PURGE_DELAY) < 0) {
+      // Work waits, but the program said never. Look again now and then: no
+      // notify comes while work is pending, and the delay may be set back.
+      os::wait_on(reinterpret_cast<const uint32_t*>(&g_epoch), epoch, 1000);
       continue;
     }
     if (g_soon.exchange(false, std::memory_order_acq_rel)) {

@@ -96,6 +96,28 @@ TEST_CASE("freeing huge blocks gives their memory back") {
   REQUIRE(after < before + (16u << 20));
 }
 
+TEST_CASE("memory freed while the purge delay is never goes back once the delay is set again") {
+  gr_collect(true);
+  long old = gr_option_get(GR_OPTION_PURGE_DELAY);
+  size_t before = rss_bytes();
+  REQUIRE(gr_option_set(GR_OPTION_PURGE_DELAY, -1));
+  void* p = gr_malloc(32u << 20);
+  REQUIRE(p != nullptr);
+  std::memset(p, 1, 32u << 20);
+  gr_free(p);  // cached, and kept: the delay says never
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  REQUIRE(rss_bytes() > before + (24u << 20));
+  // No further call: the purge thread must notice the new delay by itself.
+  REQUIRE(gr_option_set(GR_OPTION_PURGE_DELAY, 20));
+  size_t after = rss_bytes();
+  for (int i = 0; i < 300 && after >= before + (8u << 20); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    after = rss_bytes();
+  }
+  gr_option_set(GR_OPTION_PURGE_DELAY, old);
+  REQUIRE(after < before + (8u << 20));
+}
+
 TEST_CASE("huge blocks cycled through the cache: split, gathered, contents intact") {
   gr_free(gr_malloc(8));  // the thread heap exists before counting
   gr_collect(true);
