@@ -211,9 +211,7 @@ void gr_collect(bool force) {
 
 bool gr_option_set(gr_option_t o, long value) {
   if (!option_set(o, value)) return false;
-  // Memory may be waiting on the old delay (or, with "never", on no thread
-  // at all): have the purge thread look at it again under the new one.
-  if (o == GR_OPTION_PURGE_DELAY || o == GR_OPTION_PURGE_THREAD) purge_notify();
+  if (o == GR_OPTION_PURGE_DELAY || o == GR_OPTION_PURGE_THREAD) purge_options_changed();
   return true;
 }
 

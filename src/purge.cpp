@@ -33,15 +33,10 @@ void purge_thread(void*) {
       return;
     }
     uint32_t epoch = g_epoch.load(std::memory_order_acquire);
-    if (!g_pending.load(std::memory_order_acquire)) {
-      // Idle: nothing to return, so no periodic wake-ups.
+    if (!g_pending.load(std::memory_order_acquire) || option(GR_OPTION_PURGE_DELAY) < 0) {
+      // Idle, or the program said never: no periodic wake-ups (a changed
+      // delay wakes the thread, purge_options_changed).
       os::wait_on(reinterpret_cast<const uint32_t*>(&g_epoch), epoch, 60 * 1000);
-      continue;
-    }
-    if (option(GR_OPTION_PURGE_DELAY) < 0) {
-      // Work waits, but the program said never. Look again now and then: no
-      // notify comes while work is pending, and the delay may be set back.
-      os::wait_on(reinterpret_cast<const uint32_t*>(&g_epoch), epoch, 1000);
       continue;
     }
     if (g_soon.exchange(false, std::memory_order_acq_rel)) {
@@ -74,6 +69,15 @@ void purge_after_fork_child() {
   g_stop.store(false, std::memory_order_relaxed);
   g_thread.store(0, std::memory_order_relaxed);
   g_pending.store(true, std::memory_order_relaxed);
+}
+
+void purge_options_changed() {
+  // Whatever the thread waits on, it looks again under the new options.
+  g_epoch.fetch_add(1, std::memory_order_release);
+  os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
+  g_soon_epoch.fetch_add(1, std::memory_order_release);
+  os::wake(reinterpret_cast<const uint32_t*>(&g_soon_epoch));
+  purge_notify();  // marks work pending, or starts the thread
 }
 
 void purge_notify_soon() {

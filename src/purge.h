@@ -13,6 +13,10 @@ void purge_notify();
 // thread, if running, passes within about kPurgeSoonMs instead of its interval.
 inline constexpr uint32_t kPurgeSoonMs = 1;
 void purge_notify_soon();
+// The purge delay or thread option changed: a waiting thread looks again
+// (memory may wait on the old delay, or on "never"), and a thread the old
+// options kept from starting starts.
+void purge_options_changed();
 // After the library's constructor ran: starting a thread is now safe.
 void purge_allow_thread();
 // No thread heap is live any more (the last allocating thread is exiting):
