@@ -209,6 +209,16 @@ void gr_collect(bool force) {
   if (heap_purge_all(force)) purge_notify();
 }
 
+long gr_option_get(gr_option_t o) {
+  if (unsigned(o) >= GR_OPTION_COUNT_) return -1;
+  return option(o);
+}
+
+const char* gr_option_name(gr_option_t o) {
+  if (unsigned(o) >= GR_OPTION_COUNT_) return nullptr;
+  return option_info(o).name;
+}
+
 bool gr_option_set(gr_option_t o, long value) {
   if (!option_set(o, value)) return false;
   if (o == GR_OPTION_PURGE_DELAY || o == GR_OPTION_PURGE_THREAD) purge_options_changed();

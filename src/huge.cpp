@@ -1,5 +1,6 @@
 #include "huge.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -60,7 +61,7 @@ bool outgrown(const HugeHeader* hh, uint64_t now, uint64_t delay) {
   if (g_growth.fresh == 0 || now - g_growth.at >= delay ||
       hh->map_size * kOutgrownDen > g_growth.size * kOutgrownNum)
     return false;
-  g_growth.fresh -= g_growth.fresh < hh->commit_size ? g_growth.fresh : hh->commit_size;
+  g_growth.fresh -= std::min(g_growth.fresh, hh->commit_size);
   return true;
 }
 

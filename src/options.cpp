@@ -88,16 +88,3 @@ bool option_set(gr_option_t o, long value) {
 }
 
 }  // namespace granule
-
-extern "C" {
-
-long gr_option_get(gr_option_t o) {
-  if (unsigned(o) >= GR_OPTION_COUNT_) return -1;
-  return granule::option(o);
-}
-
-const char* gr_option_name(gr_option_t o) {
-  if (unsigned(o) >= GR_OPTION_COUNT_) return nullptr;
-  return granule::option_info(o).name;
-}
-}

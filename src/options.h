@@ -23,7 +23,7 @@ void options_init();
 // it existed.
 void options_init_late();
 const OptionInfo& option_info(gr_option_t o);
-// gr_option_set without its consequences (the api layer wakes the purge thread).
+// What gr_option_set stores (the api layer adds waking the purge thread).
 bool option_set(gr_option_t o, long value);
 
 }  // namespace granule

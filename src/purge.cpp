@@ -18,6 +18,12 @@ std::atomic<bool> g_stop{false};
 std::atomic<bool> g_soon{false};        // purge_notify_soon: pass shortly, not after the interval
 std::atomic<uint32_t> g_soon_epoch{0};  // futex word: bumped by notify_soon
 
+// Waiters on `word` (a futex word of this file) look again.
+void wake_all(std::atomic<uint32_t>& word) {
+  word.fetch_add(1, std::memory_order_release);
+  os::wake(reinterpret_cast<const uint32_t*>(&word));
+}
+
 uint32_t interval_ms() {
   long delay = option(GR_OPTION_PURGE_DELAY);
   if (delay <= 0) return 1000;
@@ -61,8 +67,7 @@ void purge_allow_thread() { g_allowed.store(true, std::memory_order_release); }
 void purge_stop() {
   if (g_thread.load(std::memory_order_acquire) != 1) return;
   g_stop.store(true, std::memory_order_release);
-  g_epoch.fetch_add(1, std::memory_order_release);
-  os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
+  wake_all(g_epoch);
 }
 
 void purge_after_fork_child() {
@@ -73,25 +78,21 @@ void purge_after_fork_child() {
 
 void purge_options_changed() {
   // Whatever the thread waits on, it looks again under the new options.
-  g_epoch.fetch_add(1, std::memory_order_release);
-  os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
-  g_soon_epoch.fetch_add(1, std::memory_order_release);
-  os::wake(reinterpret_cast<const uint32_t*>(&g_soon_epoch));
+  wake_all(g_epoch);
+  wake_all(g_soon_epoch);
   purge_notify();  // marks work pending, or starts the thread
 }
 
 void purge_notify_soon() {
   g_soon.store(true, std::memory_order_release);
-  g_soon_epoch.fetch_add(1, std::memory_order_release);
-  os::wake(reinterpret_cast<const uint32_t*>(&g_soon_epoch));
+  wake_all(g_soon_epoch);
   purge_notify();  // wakes an idle thread, or starts one
 }
 
 void purge_notify() {
   if (!g_pending.load(std::memory_order_relaxed) &&
       !g_pending.exchange(true, std::memory_order_acq_rel)) {
-    g_epoch.fetch_add(1, std::memory_order_release);
-    os::wake(reinterpret_cast<const uint32_t*>(&g_epoch));
+    wake_all(g_epoch);
   }
   if (g_thread.load(std::memory_order_relaxed) == 0 &&
       (g_allowed.load(std::memory_order_acquire) || os::threads_before_start()) &&
