@@ -100,7 +100,7 @@ size_t format(char* buf, size_t size, const char* fmt, ...) {
 namespace {
 void emit(const char* prefix, const char* fmt, va_list ap) {
   char line[512];
-  size_t n = format(line, sizeof line, prefix);
+  size_t n = format(line, sizeof line, "%s", prefix);
   n += format(line + n, sizeof line - n - 1, fmt, ap);
   if (n > sizeof line - 2) n = sizeof line - 2;
   line[n++] = '\n';

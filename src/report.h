@@ -5,12 +5,20 @@
 #include <cstdarg>
 #include <cstddef>
 
+// Our own formatter takes %zu everywhere; mingw's "printf" archetype is
+// Microsoft's, which doesn't, so GCC there checks against GNU's.
+#if defined(_WIN32) && !defined(__clang__)
+#define GRANULE_PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
+#else
+#define GRANULE_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#endif
+
 namespace granule {
 
 size_t format(char* buf, size_t size, const char* fmt, va_list ap);
-size_t format(char* buf, size_t size, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
-void report_warning(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void report_verbose(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+size_t format(char* buf, size_t size, const char* fmt, ...) GRANULE_PRINTF(3, 4);
+void report_warning(const char* fmt, ...) GRANULE_PRINTF(1, 2);
+void report_verbose(const char* fmt, ...) GRANULE_PRINTF(1, 2);
 
 enum class ErrorKind {
   kInvalidFree,
