@@ -346,9 +346,11 @@ void free_local(Heap* h, Slab* s, Block* b) {
   if (--s->used == 0) heap_slab_empty(h, s);
 }
 
-void free_remote(Slab* s, Block* b) {
-  Heap* owner = s->heap;  // read while b keeps the slab alive
-  switch (slab_free_remote(s, b)) {
+// What a remote free's push set off: the slab emptied or became ready.
+// Out of line, so that free_remote's common outcome (pushed, nothing more)
+// saves no registers.
+__attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree outcome) {
+  switch (outcome) {
     case RemoteFree::kPushed:
       return;
     case RemoteFree::kNowEmpty: {
@@ -388,6 +390,13 @@ void free_remote(Slab* s, Block* b) {
       return;
     }
   }
+}
+
+// Hot (every cross-thread free): one compare-and-swap, no lock.
+void free_remote(Slab* s, Block* b) {
+  Heap* owner = s->heap;  // read while b keeps the slab alive
+  RemoteFree outcome = slab_free_remote(s, b);
+  if (__builtin_expect(outcome != RemoteFree::kPushed, 0)) remote_free_done(owner, s, outcome);
 }
 
 Heap* heap_new() {
