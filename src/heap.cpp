@@ -348,7 +348,7 @@ void free_local(Heap* h, Slab* s, Block* b) {
 
 // What a remote free's push set off: the slab emptied or became ready.
 // Out of line, so that free_remote's common outcome (pushed, nothing more)
-// saves no registers.
+// does not save and restore the registers the lock paths need.
 __attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree outcome) {
   switch (outcome) {
     case RemoteFree::kPushed:
