@@ -7,6 +7,7 @@
 #include "heap.h"
 #include "huge.h"
 #include "options.h"
+#include "os/os.h"
 #include "purge.h"
 #include "report.h"
 #include "segment.h"
@@ -97,6 +98,16 @@ __attribute__((noinline)) void* realloc_slow(void* p, size_t size) {
   return realloc_with(p, size, gr_malloc, true);
 }
 
+// A slab block is small: memset, inline. A span may be fresh, or reused
+// after touching only some of its pages: os::zero leaves alone the pages
+// nobody touched.
+inline void zero_block(void* p, size_t total) {
+  if (total <= kMediumMax)
+    std::memset(p, 0, total);
+  else
+    os::zero(p, total);
+}
+
 }  // namespace
 
 extern "C" {
@@ -118,7 +129,7 @@ void* gr_calloc(size_t count, size_t size) {
     return p;
   }
   void* p = gr_malloc(total);
-  if (p) std::memset(p, 0, total);
+  if (p) zero_block(p, total);
   return p;
 }
 
@@ -267,7 +278,7 @@ void* gr_heap_calloc(gr_heap_t* heap, size_t count, size_t size) {
     return nullptr;
   }
   void* p = gr_heap_malloc(heap, total);
-  if (p) std::memset(p, 0, total);
+  if (p) zero_block(p, total);
   return p;
 }
 

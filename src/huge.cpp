@@ -297,8 +297,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align, fresh);
   if (hh && !fit_cached(hh, map_size, fresh)) hh = nullptr;
   // A reused mapping may be larger than asked for: zero what was asked.
-  if (hh && zero)
-    std::memset(reinterpret_cast<char*>(hh) + offset, 0, map_size - kHugeGuard - offset);
+  if (hh && zero) os::zero(reinterpret_cast<char*>(hh) + offset, map_size - kHugeGuard - offset);
   if (!hh) {
     if (owner) {
       LockGuard guard(owner->lock);

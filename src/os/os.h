@@ -26,6 +26,12 @@ void release(void* p, size_t size);
 bool commit(void* p, size_t size);
 // Give the pages back: contents are lost, resident memory drops at once.
 void decommit(void* p, size_t size);
+// Make [p, p+size) read as zero. A big range (a calloc that reuses memory)
+// is looked at a stretch at a time: where most pages are not resident, the
+// stretch's pages are dropped rather than written, so zeroing faults in
+// nothing the program hasn't touched yet and costs no more than a fresh
+// mapping would.
+void zero(void* p, size_t size);
 // Guard pages for the hardened build: no access / read-write again.
 void protect_none(void* p, size_t size);
 void protect_rw(void* p, size_t size);

@@ -110,6 +110,39 @@ bool commit(void*, size_t) { return !injected_failure(); }
 
 void decommit(void* p, size_t size) { madvise(p, size, MADV_DONTNEED); }
 
+// Below this many pages the system calls cost more than the memset saves.
+constexpr size_t kZeroQueryPages = 64;
+// Pages per mincore call: the residency vector lives on the stack.
+constexpr size_t kZeroStretchPages = 256;
+
+void zero(void* p, size_t size) {
+  const size_t ps = info().page_size;
+  auto* b = static_cast<char*>(p);
+  uintptr_t lo = (uintptr_t(b) + ps - 1) & ~(ps - 1);
+  uintptr_t hi = (uintptr_t(b) + size) & ~(ps - 1);
+  if (hi <= lo || (hi - lo) / ps < kZeroQueryPages) {
+    std::memset(p, 0, size);
+    return;
+  }
+  std::memset(b, 0, lo - uintptr_t(b));
+  std::memset(reinterpret_cast<char*>(hi), 0, uintptr_t(b) + size - hi);
+  unsigned char vec[kZeroStretchPages];
+  for (uintptr_t at = lo; at < hi;) {
+    size_t pages = (hi - at) / ps < kZeroStretchPages ? (hi - at) / ps : kZeroStretchPages;
+    size_t bytes = pages * ps, resident = pages;
+    auto* q = reinterpret_cast<char*>(at);
+    if (mincore(q, bytes, vec) == 0) {
+      resident = 0;
+      for (size_t i = 0; i < pages; ++i) resident += vec[i] & 1;
+    }
+    // A page mincore calls absent may still hold data (swapped out), so a
+    // stretch is either written whole or dropped whole. Dropping fails on
+    // locked memory: then it is written.
+    if (resident * 2 >= pages || madvise(q, bytes, MADV_DONTNEED) != 0) std::memset(q, 0, bytes);
+    at += bytes;
+  }
+}
+
 void protect_none(void* p, size_t size) { mprotect(p, size, PROT_NONE); }
 void protect_rw(void* p, size_t size) { mprotect(p, size, PROT_READ | PROT_WRITE); }
 

@@ -11,6 +11,8 @@
 #endif
 #include <windows.h>
 
+#include <intrin.h>
+
 #include <atomic>
 
 #include "os/os.h"
@@ -105,6 +107,10 @@ void decommit(void* p, size_t size) {
   KeepLastError keep;
   VirtualFree(p, size, MEM_DECOMMIT);
 }
+
+// Residency would need QueryWorkingSetEx; zeroing writes every page. rep
+// stosb, not memset: DLLs built without the C runtime link this file.
+void zero(void* p, size_t size) { __stosb(static_cast<unsigned char*>(p), 0, size); }
 
 // Reserved-but-uncommitted pages are inaccessible already, so protect_none
 // may fail harmlessly on them; protect_rw commits such pages.
