@@ -293,6 +293,12 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
   size_t offset = alignment > ps ? alignment : ps;
   if (size > kMaxRequest || offset > kMaxRequest) return nullptr;
   size_t map_size = page_round(offset + size) + kHugeGuard;
+  // Cached mappings are whole segments: a block a little bigger than the
+  // last one fits in its mapping, and pieces fill a gap exactly, instead of
+  // faulting in fresh pages at every step of a slowly growing size. Only
+  // touched pages become resident. (Hardened: the guard page must follow
+  // the block, and first-class heaps unmap on free.)
+  if (!kSecure && !owner) map_size = (map_size + kSegmentMask) & ~kSegmentMask;
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align, fresh);
   if (hh && !fit_cached(hh, map_size, fresh)) hh = nullptr;
