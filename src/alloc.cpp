@@ -35,6 +35,9 @@ extern "C" void* gr_malloc(size_t size) {
     Block* b = s->free;
     if (__builtin_expect(b != nullptr, 1)) {
       s->free = b->next;
+      // The next block this slab hands out: when other threads freed it, it
+      // is cold here, and fetching it now hides the miss of the next malloc.
+      __builtin_prefetch(b->next, 1);
       s->used++;
       b->tag = 0;  // a live block must not look free
       return b;
