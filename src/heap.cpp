@@ -393,9 +393,9 @@ __attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree
 }
 
 // Hot (every cross-thread free): one compare-and-swap, no lock.
-void free_remote(Slab* s, Block* b) {
+void free_remote(Slab* s, Block* b, uintptr_t tag) {
   Heap* owner = s->heap;  // read while b keeps the slab alive
-  RemoteFree outcome = slab_free_remote(s, b);
+  RemoteFree outcome = slab_free_remote(s, b, tag);
   if (__builtin_expect(outcome != RemoteFree::kPushed, 0)) remote_free_done(owner, s, outcome);
 }
 
@@ -665,7 +665,7 @@ bool heap_grow_span(void* p, size_t size) {
   return true;
 }
 
-void heap_free_remote(Slab* s, Block* b) { free_remote(s, b); }
+void heap_free_remote(Slab* s, Block* b, uintptr_t tag) { free_remote(s, b, tag); }
 
 void heap_offset_growth(Heap* h, size_t bytes) {
   if (bytes == 0) return;  // nothing grew (a cache hit): no lock to take
@@ -745,7 +745,7 @@ void heap_free_slow(void* p) {
     return;
   }
   if (local) return free_local(h, s, b);
-  free_remote(s, b);
+  free_remote(s, b, block_tag(s, b));
 }
 
 size_t heap_usable_size(const void* p) {

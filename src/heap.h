@@ -60,8 +60,9 @@ bool heap_grow_span(void* p, size_t size);
 
 // --- free of anything the fast path did not take ---
 void heap_free_slow(void* p);
-// A valid block of a slab another heap owns (checked by the caller).
-void heap_free_remote(Slab* s, Block* b);
+// A valid block of a slab another heap owns (checked by the caller), and
+// its block_tag.
+void heap_free_remote(Slab* s, Block* b, uintptr_t tag);
 // Owner's local free made the slab empty.
 void heap_slab_empty(Heap* h, Slab* s);
 

@@ -103,8 +103,7 @@ bool slab_collect(Slab* s) {
   return true;
 }
 
-RemoteFree slab_free_remote(Slab* s, Block* b) {
-  uintptr_t tag = block_tag(s, b);
+RemoteFree slab_free_remote(Slab* s, Block* b, uintptr_t tag) {
   // Acquire: having seen kDetached we read `capacity`, last written by the
   // owner before its detaching compare-and-swap.
   uint64_t w = s->remote.load(std::memory_order_acquire);

@@ -20,9 +20,10 @@ bool slab_extend(Slab* s);
 // Owner: move blocks freed by other threads onto `free`; false if none.
 bool slab_collect(Slab* s);
 
-// The outcome of a free that went through `remote`.
+// The outcome of a free that went through `remote`. `tag` is
+// block_tag(s, b): the free path has it from its double-free test.
 enum class RemoteFree { kPushed, kNowReady, kNowEmpty };
-RemoteFree slab_free_remote(Slab* s, Block* b);
+RemoteFree slab_free_remote(Slab* s, Block* b, uintptr_t tag);
 
 // Head descriptor of the slab containing slice descriptor s (kTail → head).
 inline Slab* slab_head(Slab* s) { return s->kind == SliceKind::kTail ? s - s->head_offset : s; }
