@@ -78,6 +78,26 @@ inline size_t page_round(size_t n) {
   return (n + ps - 1) & ~(ps - 1);
 }
 
+// Bytes of the mapping for a block that ends `end` bytes into it. A mapping
+// that may be cached is whole segments: a block a little bigger than the
+// last one fits in its mapping, and cached pieces fill a gap exactly,
+// instead of faulting in fresh pages at every step of a slowly growing
+// size. Only touched pages become resident. (Hardened: the guard page must
+// follow the block; first-class heaps unmap on free.)
+inline size_t map_bytes(size_t end, bool cacheable) {
+  size_t bytes = page_round(end) + kHugeGuard;
+  return !kSecure && cacheable ? (bytes + kSegmentMask) & ~kSegmentMask : bytes;
+}
+
+// Of `fresh` bytes at the end of a mapping of `map_size`, those the block
+// ending `end` bytes into it covers. The rest (rounding, the guard page) is
+// never touched: counting it would have heap_offset_growth give back idle
+// memory that nothing replaces.
+inline size_t fresh_covered(size_t fresh, size_t map_size, size_t end) {
+  size_t slack = map_size - page_round(end);
+  return fresh > slack ? fresh - slack : 0;
+}
+
 void unlink(HugeHeader*& head, HugeHeader* hh) {
   if (hh->prev)
     hh->prev->next = hh->next;
@@ -205,8 +225,8 @@ HugeHeader* take_cached(size_t need, size_t alignment, size_t* fresh) {
   HugeHeader* best = cache_find(need, limit, alignment, true);
   if (!best) return split ? assemble(need, alignment, fresh) : nullptr;
   cache_unlink(best);
-  size_t keep = (need + kSegmentSize - 1) & ~kSegmentMask;
-  if (split && best->commit_size == best->map_size) split_off(best, keep);
+  // Where it splits, `need` is whole segments already (map_bytes).
+  if (split && best->commit_size == best->map_size) split_off(best, need);
   return best;
 }
 
@@ -240,7 +260,7 @@ void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
       hh->owner || hh->commit_size != hh->map_size || size > kMaxRequest - hh->offset)
     return nullptr;
   size_t old_size = hh->map_size, offset = hh->offset;
-  size_t map_size = page_round(offset + size);
+  size_t map_size = map_bytes(offset + size, true);
   if (map_size <= old_size) return nullptr;
   char* target = static_cast<char*>(os::reserve(map_size, hh->alignment));
   if (!target) return nullptr;
@@ -257,7 +277,7 @@ void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
   g_stats.committed.add(map_size - old_size);
   g_stats.huge_bytes.add(map_size - old_size);
   map_set(uintptr_t(hh), map_size, kMapHuge, kMapHugeTail);
-  *fresh = map_size - old_size;
+  *fresh = fresh_covered(map_size - old_size, map_size, offset + size);
   return target + offset;
 }
 
@@ -292,13 +312,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
   size_t ps = os::info().page_size;
   size_t offset = alignment > ps ? alignment : ps;
   if (size > kMaxRequest || offset > kMaxRequest) return nullptr;
-  size_t map_size = page_round(offset + size) + kHugeGuard;
-  // Cached mappings are whole segments: a block a little bigger than the
-  // last one fits in its mapping, and pieces fill a gap exactly, instead of
-  // faulting in fresh pages at every step of a slowly growing size. Only
-  // touched pages become resident. (Hardened: the guard page must follow
-  // the block, and first-class heaps unmap on free.)
-  if (!kSecure && !owner) map_size = (map_size + kSegmentMask) & ~kSegmentMask;
+  size_t map_size = map_bytes(offset + size, !owner);
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align, fresh);
   if (hh && !fit_cached(hh, map_size, fresh)) hh = nullptr;
@@ -336,6 +350,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
     hh->alignment = map_align;
     hh->next = hh->prev = nullptr;
   }
+  *fresh = fresh_covered(*fresh, map_size, offset + size);
   if (!owner) {
     // Any huge allocation supersedes the last growth: a block freed after
     // it is no longer the likely old copy of that one.
