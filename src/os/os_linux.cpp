@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -112,8 +113,18 @@ void decommit(void* p, size_t size) { madvise(p, size, MADV_DONTNEED); }
 
 // Below this many pages the system calls cost more than the memset saves.
 constexpr size_t kZeroQueryPages = 64;
-// Pages per mincore call: the residency vector lives on the stack.
+// Pages written or dropped as one: a stretch is judged by most of its pages.
 constexpr size_t kZeroStretchPages = 256;
+// Pages per mincore call (its vector lives on the stack): a call costs about
+// as much as reading a thousand pages' residency, so few big calls.
+constexpr size_t kZeroWindowPages = 1024;
+
+// A run of stretches treated alike: one madvise or memset for all of them.
+// Dropping fails on locked memory: then the run is written.
+void zero_run(char* q, size_t bytes, bool drop) {
+  if (bytes == 0) return;
+  if (!drop || madvise(q, bytes, MADV_DONTNEED) != 0) std::memset(q, 0, bytes);
+}
 
 void zero(void* p, size_t size) {
   const size_t ps = info().page_size;
@@ -126,21 +137,31 @@ void zero(void* p, size_t size) {
   }
   std::memset(b, 0, lo - uintptr_t(b));
   std::memset(reinterpret_cast<char*>(hi), 0, uintptr_t(b) + size - hi);
-  unsigned char vec[kZeroStretchPages];
+  unsigned char vec[kZeroWindowPages];
+  char* run = reinterpret_cast<char*>(lo);
+  bool run_drop = false;
   for (uintptr_t at = lo; at < hi;) {
-    size_t pages = (hi - at) / ps < kZeroStretchPages ? (hi - at) / ps : kZeroStretchPages;
-    size_t bytes = pages * ps, resident = pages;
-    auto* q = reinterpret_cast<char*>(at);
-    if (mincore(q, bytes, vec) == 0) {
-      resident = 0;
-      for (size_t i = 0; i < pages; ++i) resident += vec[i] & 1;
+    size_t pages = std::min((hi - at) / ps, kZeroWindowPages);
+    bool known = mincore(reinterpret_cast<void*>(at), pages * ps, vec) == 0;
+    for (size_t first = 0; first < pages; first += kZeroStretchPages) {
+      size_t n = std::min(pages - first, kZeroStretchPages), resident = n;
+      if (known) {
+        resident = 0;
+        for (size_t i = first; i < first + n; ++i) resident += vec[i] & 1;
+      }
+      // A page mincore calls absent may still hold data (swapped out), so a
+      // stretch is either written whole or dropped whole.
+      bool drop = resident * 2 < n;
+      char* q = reinterpret_cast<char*>(at + first * ps);
+      if (drop != run_drop) {
+        zero_run(run, size_t(q - run), run_drop);
+        run = q;
+        run_drop = drop;
+      }
     }
-    // A page mincore calls absent may still hold data (swapped out), so a
-    // stretch is either written whole or dropped whole. Dropping fails on
-    // locked memory: then it is written.
-    if (resident * 2 >= pages || madvise(q, bytes, MADV_DONTNEED) != 0) std::memset(q, 0, bytes);
-    at += bytes;
+    at += pages * ps;
   }
+  zero_run(run, size_t(reinterpret_cast<char*>(hi) - run), run_drop);
 }
 
 void protect_none(void* p, size_t size) { mprotect(p, size, PROT_NONE); }

@@ -90,3 +90,32 @@ TEST_CASE("zero clears a range whether its pages are written or dropped") {
   }
   munmap(m, kSize);
 }
+
+TEST_CASE("zero judges each stretch of a range longer than one residency query on its own") {
+  // 12 stretches of 256 pages, three residency queries: every third stretch
+  // written whole, the others touched once. Runs of alike stretches cross
+  // the query boundaries.
+  constexpr size_t kStretch = 256 * kPage, kCount = 12, kSize = kCount * kStretch;
+  auto* m = static_cast<unsigned char*>(
+      mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  REQUIRE(m != MAP_FAILED);
+  madvise(m, kSize, MADV_NOHUGEPAGE);
+  auto dense = [](size_t i) { return i % 3 == 0; };
+  for (size_t i = 0; i < kCount; ++i) {
+    if (dense(i))
+      std::memset(m + i * kStretch, 0xa5, kStretch);
+    else
+      m[i * kStretch + 5 * kPage + 3] = 0x5a;
+  }
+  granule::os::zero(m, kSize);
+  for (size_t i = 0; i < kCount; ++i) {
+    INFO("stretch " << i);
+    // Written stretches stay resident; touched-once ones are dropped.
+    if (dense(i))
+      CHECK(resident_pages(m + i * kStretch, kStretch) == kStretch / kPage);
+    else
+      CHECK(resident_pages(m + i * kStretch, kStretch) == 0);
+  }
+  CHECK(all_zero(m, kSize));
+  munmap(m, kSize);
+}
