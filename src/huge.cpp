@@ -21,11 +21,16 @@ struct HugeHeader {
   size_t map_size;     // bytes reserved
   size_t commit_size;  // bytes from the start committed (the block ends there)
   size_t offset;       // block start - mapping start
+  size_t end;          // live: where the block's usable bytes end (page-rounded)
   size_t alignment;    // of the mapping
   Heap* owner;         // first-class heap, or nullptr
   HugeHeader* next;    // owner's list, or the cache
   HugeHeader* prev;
   uint64_t freed_at;  // cached: when
+  // Cached: [idle_from, map_size) is a mapping that joined this one on free
+  // (coalesce), idle since idle_since; it goes back on its own time. 0: none.
+  size_t idle_from;
+  uint64_t idle_since;
 };
 
 namespace {
@@ -134,9 +139,11 @@ HugeHeader* header_of(uintptr_t p) {
 
 // Mark a mapping cached and put it in the cache (its segment-map entries
 // stay, so a stale pointer into it still finds its header).
-void cache_push(HugeHeader* hh, uint64_t freed_at) {
+void cache_push(HugeHeader* hh, uint64_t freed_at, size_t idle_from = 0, uint64_t idle_since = 0) {
   hh->cookie = kHugeCached ^ uintptr_t(hh);
   hh->freed_at = freed_at;
+  hh->idle_from = idle_from;
+  hh->idle_since = idle_since;
   push(g_cache, hh);
   g_cache_bytes += hh->commit_size;
   ++g_cache_count;
@@ -163,16 +170,43 @@ HugeHeader* cache_find(size_t need, size_t limit, size_t alignment, bool smalles
 
 // Cut a fully committed mapping after `keep` bytes (a multiple of the segment
 // size); the rest goes back to the cache as a mapping of its own, with the
-// header and map entries a stale pointer into it needs. Under g_huge_lock.
-void split_off(HugeHeader* hh, size_t keep) {
-  if (hh->map_size <= keep) return;
+// header and map entries a stale pointer into it needs, and as idle as the
+// part of hh it was. Under g_huge_lock.
+HugeHeader* split_off(HugeHeader* hh, size_t keep) {
+  if (hh->map_size <= keep) return nullptr;
   auto* rest = reinterpret_cast<HugeHeader*>(reinterpret_cast<char*>(hh) + keep);
   rest->map_size = rest->commit_size = hh->map_size - keep;
   rest->alignment = kSegmentSize;
   rest->next = rest->prev = nullptr;
   map_set(uintptr_t(rest), rest->map_size, kMapHuge, kMapHugeTail);
-  cache_push(rest, hh->freed_at);
+  if (hh->idle_from == 0)
+    cache_push(rest, hh->freed_at);
+  else if (hh->idle_from <= keep)
+    cache_push(rest, hh->idle_since);
+  else
+    cache_push(rest, hh->freed_at, hh->idle_from - keep, hh->idle_since);
   hh->map_size = hh->commit_size = keep;
+  hh->idle_from = 0;
+  return rest;
+}
+
+// A mapping being freed takes in the cached mapping right after it, so a
+// cache that split one mapping for smaller blocks gets it back whole, and
+// blocks of any size up to it reuse the same pages at the same address
+// instead of being moved together (assemble) for each bigger one. The part
+// taken in keeps its own idle time (the purge cuts it off when due). Only
+// upward: what a split leaves behind is above the block. Under g_huge_lock.
+void coalesce_up(HugeHeader* hh, uint64_t* idle_since, size_t* idle_from) {
+  if (hh->commit_size != hh->map_size) return;
+  uintptr_t end = uintptr_t(hh) + hh->map_size;
+  if (map_kind(end) != kMapHuge) return;
+  auto* up = reinterpret_cast<HugeHeader*>(end);
+  if (up->cookie != (kHugeCached ^ end) || up->commit_size != up->map_size) return;
+  cache_unlink(up);
+  *idle_from = hh->map_size;
+  *idle_since = up->idle_from ? std::min(up->freed_at, up->idle_since) : up->freed_at;
+  hh->map_size = hh->commit_size = hh->map_size + up->map_size;
+  map_set(uintptr_t(hh), hh->map_size, kMapHuge, kMapHugeTail);
 }
 
 // Gather cached mappings, largest first, into one fresh reservation of `need`
@@ -189,7 +223,7 @@ HugeHeader* assemble(size_t need, size_t alignment, size_t* fresh) {
     if (committed != size) break;  // only where pages are all there to move
     cache_unlink(piece);
     if (!os::move_pages(piece, target + filled, size)) {
-      cache_push(piece, piece->freed_at);
+      cache_push(piece, piece->freed_at, piece->idle_from, piece->idle_since);
       break;
     }
     map_clear(uintptr_t(piece), size);
@@ -254,14 +288,21 @@ bool fit_cached(HugeHeader* hh, size_t need, size_t* fresh) {
 }  // namespace
 
 void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
-  if (kSecure || !os::can_split()) return nullptr;
+  *fresh = 0;
   HugeHeader* hh = header_of(p);
   if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh)) || p != uintptr_t(hh) + hh->offset ||
-      hh->owner || hh->commit_size != hh->map_size || size > kMaxRequest - hh->offset)
+      size > kMaxRequest - hh->offset)
     return nullptr;
   size_t old_size = hh->map_size, offset = hh->offset;
+  size_t end = page_round(offset + size);
+  if (end <= hh->end) return nullptr;  // shrinking: realloc decides
+  // Room left in the mapping (its rounding, or a bigger cached one reused).
+  if (end + kHugeGuard <= hh->commit_size) {
+    hh->end = end;
+    return reinterpret_cast<void*>(p);
+  }
+  if (kSecure || !os::can_split() || hh->owner || hh->commit_size != hh->map_size) return nullptr;
   size_t map_size = map_bytes(offset + size, true);
-  if (map_size <= old_size) return nullptr;
   char* target = static_cast<char*>(os::reserve(map_size, hh->alignment));
   if (!target) return nullptr;
   bump(g_stats.os_reserves);
@@ -273,6 +314,7 @@ void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
   hh = reinterpret_cast<HugeHeader*>(target);  // the header moved with its page
   hh->cookie = kHugeLive ^ uintptr_t(hh);
   hh->map_size = hh->commit_size = map_size;
+  hh->end = end;
   g_stats.reserved.add(map_size - old_size);
   g_stats.committed.add(map_size - old_size);
   g_stats.huge_bytes.add(map_size - old_size);
@@ -316,8 +358,10 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
   size_t map_align = alignment > kSegmentSize ? alignment : kSegmentSize;
   HugeHeader* hh = owner ? nullptr : take_cached(map_size, map_align, fresh);
   if (hh && !fit_cached(hh, map_size, fresh)) hh = nullptr;
-  // A reused mapping may be larger than asked for: zero what was asked.
-  if (hh && zero) os::zero(reinterpret_cast<char*>(hh) + offset, map_size - kHugeGuard - offset);
+  // A mapping is whole segments, or a reused one larger still: the block
+  // ends at the page after its last byte, and only that much is zeroed.
+  size_t end = page_round(offset + size);
+  if (hh && zero) os::zero(reinterpret_cast<char*>(hh) + offset, end - offset);
   if (!hh) {
     if (owner) {
       LockGuard guard(owner->lock);
@@ -360,6 +404,7 @@ void* huge_alloc(Heap* owner, size_t size, size_t alignment, bool zero, size_t* 
   }
   hh->cookie = kHugeLive ^ uintptr_t(hh);
   hh->offset = offset;
+  hh->end = end;
   hh->owner = owner;
   g_stats.huge_blocks.add(1);
   g_stats.huge_bytes.add(hh->commit_size - offset);
@@ -416,7 +461,10 @@ void huge_free(uintptr_t p) {
         hh->commit_size = keep;
       }
       soon = delay > 0 && outgrown(hh, now, uint64_t(delay));
-      cache_push(hh, soon ? now - uint64_t(delay) : now);
+      size_t idle_from = 0;
+      uint64_t idle_since = 0;
+      if (!kSecure && !soon && os::can_split()) coalesce_up(hh, &idle_since, &idle_from);
+      cache_push(hh, soon ? now - uint64_t(delay) : now, idle_from, idle_since);
       cached = true;
     }
   }
@@ -431,7 +479,7 @@ void huge_free(uintptr_t p) {
 size_t huge_usable_size(uintptr_t p) {
   HugeHeader* hh = header_of(p);
   if (!hh || hh->cookie != (kHugeLive ^ uintptr_t(hh))) return 0;
-  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->commit_size - kHugeGuard;
+  uintptr_t start = uintptr_t(hh) + hh->offset, end = uintptr_t(hh) + hh->end;
   if (p != start) return 0;
   return end - p;
 }
@@ -462,8 +510,16 @@ bool huge_purge(uint64_t now, bool force) {
       if (force || (delay >= 0 && now - hh->freed_at >= uint64_t(delay))) {
         cache_unlink(hh);
         push(victims, hh);
-      } else {
-        pending = true;
+        continue;
+      }
+      pending = true;
+      // The idle part a freed block took in goes on its own time.
+      if (hh->idle_from && delay >= 0 && now - hh->idle_since >= uint64_t(delay)) {
+        cache_unlink(hh);
+        HugeHeader* tail = split_off(hh, hh->idle_from);
+        cache_unlink(tail);
+        push(victims, tail);
+        cache_push(hh, hh->freed_at);
       }
     }
     if (victims) g_unmapping.fetch_add(1, std::memory_order_relaxed);

@@ -334,6 +334,38 @@ TEST_CASE("calloc of reused memory reads zero and faults in only what the last u
   });
 }
 
+TEST_CASE("a huge block is its size rounded to a page: calloc zeroes it, realloc grows in place") {
+  constexpr size_t kMiB = size_t(1) << 20, kPage = 4096;
+  with_purge_delay(60 * 1000, [] {
+    // A bigger block written whole leaves its pages cached for reuse.
+    auto* big = static_cast<unsigned char*>(gr_malloc(12 * kMiB));
+    REQUIRE(big != nullptr);
+    std::memset(big, 0xff, 12 * kMiB);
+    gr_free(big);
+    auto* c = static_cast<unsigned char*>(gr_calloc(1, 5 * kMiB + 100));
+    REQUIRE(c != nullptr);
+    size_t usable = gr_usable_size(c);
+    CHECK(usable >= 5 * kMiB + 100);
+    CHECK(usable <= 5 * kMiB + kPage);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < usable; ++i) nonzero += c[i] != 0;
+    REQUIRE(nonzero == 0);
+    // Growing within the mapping keeps the block where it is.
+    for (size_t i = 0; i < usable; i += 4096) c[i] = static_cast<unsigned char>(i >> 12);
+    auto* g = static_cast<unsigned char*>(gr_realloc(c, 6 * kMiB));
+    REQUIRE(g != nullptr);
+#if !defined(GRANULE_SECURE)  // hardened mappings end at the block, then a guard page
+    CHECK(g == c);
+#endif
+    CHECK(gr_usable_size(g) >= 6 * kMiB);
+    size_t wrong = 0;
+    for (size_t i = 0; i < usable; i += 4096) wrong += g[i] != static_cast<unsigned char>(i >> 12);
+    CHECK(wrong == 0);
+    std::memset(g, 1, 6 * kMiB);
+    gr_free(g);
+  });
+}
+
 // (Hardened: cached huge blocks give their pages back.)
 #if defined(__linux__) && !defined(GRANULE_SECURE)
 #include <sys/resource.h>
@@ -362,6 +394,60 @@ TEST_CASE("huge blocks that grow a little each time reuse cached pages instead o
     // way it was: a megabyte fresh at every step past the biggest piece).
     INFO("faults in the last round: " << last_round);
     CHECK(last_round < 256);
+  });
+}
+#endif
+
+#if defined(__linux__) && !defined(GRANULE_SECURE)
+TEST_CASE("a huge block cut from a bigger cached one joins it again when freed") {
+  constexpr size_t kMiB = size_t(1) << 20;
+  with_purge_delay(60 * 1000, [] {
+    gr_collect(true);
+    auto* big = static_cast<char*>(gr_malloc(12 * kMiB));
+    REQUIRE(big != nullptr);
+    std::memset(big, 1, 12 * kMiB);
+    gr_free(big);
+    size_t mapped = reserved();
+    // Smaller blocks of every size are cut from it and rejoin it when freed,
+    // so it keeps serving them, and the big one again, at the same address.
+    for (size_t mib = 4; mib <= 12; ++mib) {
+      INFO(mib << " MiB");
+      auto* p = static_cast<char*>(gr_malloc(mib * kMiB));
+      REQUIRE(p == big);
+      std::memset(p, 2, mib * kMiB);
+      gr_free(p);
+      CHECK(reserved() == mapped);
+    }
+    gr_collect(true);
+  });
+}
+
+TEST_CASE("the idle part a freed huge block joined goes back on its own time") {
+  constexpr size_t kMiB = size_t(1) << 20;
+  with_purge_delay(100, [] {
+    gr_collect(true);
+    auto* big = static_cast<char*>(gr_malloc(12 * kMiB));
+    REQUIRE(big != nullptr);
+    std::memset(big, 1, 12 * kMiB);
+    gr_free(big);
+    size_t whole = committed();
+    // A 4 MiB block cut from it, used again and again for three delays: its
+    // part stays cached, the 8 MiB past it has been idle all along.
+    auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(300)) {
+      auto* p = static_cast<char*>(gr_malloc(4 * kMiB));
+      REQUIRE(p == big);
+      std::memset(p, 2, 4 * kMiB);
+      gr_free(p);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    gr_collect(false);
+    INFO("committed " << whole << " -> " << committed());
+    CHECK(committed() + 6 * kMiB <= whole);
+    auto* p = static_cast<char*>(gr_malloc(4 * kMiB));
+    CHECK(p == big);
+    gr_free(p);
+    gr_collect(true);
   });
 }
 #endif
