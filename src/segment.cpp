@@ -81,13 +81,17 @@ uint64_t slice_wait(const Heap* h, uint64_t delay) {
 // has purged) that a full one would have kept resident.
 void note_taken(Heap* h, Segment* seg, uint64_t bits) {
   uint64_t waiting = bits & (seg->purge_mask | seg->purged_mask);
+  uint64_t offset = bits & seg->offset_mask;
   seg->purged_mask &= ~bits;
-  if (!waiting) return;
+  seg->offset_mask &= ~bits;
+  if (!waiting && !offset) return;
   uint64_t now = os::now_ms(), delay = uint64_t(option(GR_OPTION_PURGE_DELAY));
   for (; waiting; waiting &= waiting - 1) {
     uint64_t age = now - seg->slabs[__builtin_ctzll(waiting)].free_since;
     if (age >= delay / kShortWaitDivisor && age < delay) ++h->retaken_slices;
   }
+  for (; offset; offset &= offset - 1)
+    if (now - seg->slabs[__builtin_ctzll(offset)].free_since < delay) ++h->offset_retaken;
 }
 
 void decommit_slices(Segment* seg, uint64_t bits) {
@@ -386,6 +390,8 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
   if (!force && now - h->feedback_since >= uint64_t(delay) * kFeedbackDelays) {
     h->purged_slices /= 2;
     h->retaken_slices /= 2;
+    h->offset_slices /= 2;
+    h->offset_retaken /= 2;
     h->feedback_since = now;
   }
   bool pending = false;
@@ -435,7 +441,13 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
   // The clock only once there is something to age: a small program that
   // never frees a slab never asks the time.
   uint64_t now = 0;
+  // Slices freed a moment ago stay while most of those offset before came
+  // back before their delay was up: the program is churning, not growing
+  // (spans of mixed sizes whose resident free runs were too short took a
+  // page fault per page when each fresh slice dropped a recent one).
+  bool churning = h->offset_retaken * 4 > h->offset_slices * 3;
   for (uint64_t age : {uint64_t(delay) / 2, uint64_t(delay) / 8, uint64_t{0}}) {
+    if (age == 0 && churning) break;
     if (age == 0 && delay > 0 && count) {
       size_t idle = 0, held = 0;
       for (Segment* seg = h->segments; seg; seg = seg->next) {
@@ -456,6 +468,8 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
       if (due) {
         decommit_slices(seg, due);
         seg->purge_mask &= ~due;
+        seg->offset_mask |= due;
+        h->offset_slices += unsigned(__builtin_popcountll(due));
       }
     }
   }

@@ -102,6 +102,7 @@ struct Segment {
   uint64_t committed_mask;  // slices whose memory is committed
   uint64_t purge_mask;      // free, committed slices waiting to be decommitted
   uint64_t purged_mask;     // decommitted by the delay, not taken since
+  uint64_t offset_mask;     // decommitted early to offset growth, not taken since
   uint64_t empty_since;     // when the last slab left (0: not empty)
   uint64_t retired_spans;   // first slices of retired large spans, reused last
   alignas(128) Slab slabs[kSlicesPerSegment];
@@ -155,7 +156,11 @@ struct Heap {
   // Purge feedback (segment_purge, under lock): slices the delay purged, and
   // slices taken back after a quarter of the delay but before its end.
   uint32_t purged_slices = 0, retaken_slices = 0;
-  uint64_t feedback_since = 0;  // ms: both counts halve every ten delays
+  // Growth offsets (segment_decommit_idle, under lock): slices decommitted
+  // before their delay, and those of them taken back before it would have
+  // ended. They halve with the counts above.
+  uint32_t offset_slices = 0, offset_retaken = 0;
+  uint64_t feedback_since = 0;  // ms: the counts above halve every ten delays
   HeapKind kind = HeapKind::kThread;
   std::atomic<HeapState> state{HeapState::kLive};
   std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)
