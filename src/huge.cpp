@@ -198,10 +198,13 @@ HugeHeader* split_off(HugeHeader* hh, size_t keep) {
 // upward: what a split leaves behind is above the block. Under g_huge_lock.
 void coalesce_up(HugeHeader* hh, uint64_t* idle_since, size_t* idle_from) {
   if (hh->commit_size != hh->map_size) return;
-  uintptr_t end = uintptr_t(hh) + hh->map_size;
-  if (map_kind(end) != kMapHuge) return;
-  auto* up = reinterpret_cast<HugeHeader*>(end);
-  if (up->cookie != (kHugeCached ^ end) || up->commit_size != up->map_size) return;
+  // Found in the list, not by reading the header at the end: a mapping
+  // there that is not cached may be unmapped by its owner at any moment
+  // (and one the purge took off the list is, outside the lock).
+  HugeHeader* up = g_cache;
+  auto* end = reinterpret_cast<char*>(hh) + hh->map_size;
+  while (up && reinterpret_cast<char*>(up) != end) up = up->next;
+  if (!up || up->commit_size != up->map_size) return;
   cache_unlink(up);
   *idle_from = hh->map_size;
   *idle_since = up->idle_from ? std::min(up->freed_at, up->idle_since) : up->freed_at;

@@ -66,7 +66,9 @@ size_t pick_size(uint64_t r) {
   if (k < 700) return 8 + (r >> 10) % 256;
   if (k < 950) return 8 + (r >> 10) % 8192;
   if (k < 998) return 8 + (r >> 10) % (256 * 1024);
-  return (3u << 20) + (r >> 10) % 65536;  // huge: its own mapping
+  // Huge: its own mapping. Sizes of one to four segments, so cached
+  // mappings are split for smaller blocks and rejoined as those are freed.
+  return (3u << 20) + (r >> 10) % (12u << 20);
 }
 
 void worker(unsigned id, unsigned ops) {
