@@ -10,6 +10,10 @@
 #include "granule.h"
 #include "helpers.h"
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#endif
+
 namespace {
 
 // Runs fn in a new thread with the purge delay set to `delay` ms.
@@ -109,7 +113,6 @@ TEST_CASE("memory that grows while free slices wait for their delay gives them b
 
 #if defined(__linux__) && !defined(GRANULE_SECURE)  // hardened spans carry guard pages
 #include <sys/mman.h>
-#include <sys/resource.h>
 
 namespace {
 constexpr size_t kSlice = 64 * 1024;  // the slice size the tests count in
@@ -368,27 +371,21 @@ TEST_CASE("a huge block is its size rounded to a page: calloc zeroes it, realloc
 
 // (Hardened: cached huge blocks give their pages back.)
 #if defined(__linux__) && !defined(GRANULE_SECURE)
-#include <sys/resource.h>
 TEST_CASE("huge blocks that grow a little each time reuse cached pages instead of faulting") {
-  auto faults = [] {
-    rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return long(u.ru_minflt);
-  };
   with_purge_delay(60 * 1000, [&] {
     gr_collect(true);
     // One block at a time, 3 MiB to 12 MiB a megabyte apart, written whole:
     // a file read into a buffer sized to it, one file after another.
     long last_round = 0;
     for (int round = 0; round < 3; ++round) {
-      long before = faults();
+      long before = thread_minor_faults();
       for (size_t mib = 3; mib <= 12; ++mib) {
         auto* p = static_cast<char*>(gr_malloc(mib << 20));
         REQUIRE(p != nullptr);
         std::memset(p, int(mib), mib << 20);
         gr_free(p);
       }
-      last_round = faults() - before;
+      last_round = thread_minor_faults() - before;
     }
     // The first round faults in 12 MiB; later ones find it all cached (the
     // way it was: a megabyte fresh at every step past the biggest piece).
@@ -454,13 +451,7 @@ TEST_CASE("the idle part a freed huge block joined goes back on its own time") {
 
 // (Hardened: a freed span's pages go back at once, by design.)
 #if defined(__linux__) && !defined(GRANULE_SECURE)
-#include <sys/resource.h>
 TEST_CASE("spans of mixed sizes churned at a steady size keep their pages resident") {
-  auto faults = [] {
-    rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return long(u.ru_minflt);
-  };
   with_purge_delay(10 * 1000, [&] {
     gr_collect(true);
     // Sixteen live spans of 128-256 KiB, each replaced by one of another
@@ -473,7 +464,7 @@ TEST_CASE("spans of mixed sizes churned at a steady size keep their pages reside
     long before = 0;
     constexpr int kRounds = 20000;
     for (int i = 0; i < kRounds; ++i) {
-      if (i == kRounds / 2) before = faults();
+      if (i == kRounds / 2) before = thread_minor_faults();
       r = r * 6364136223846793005u + 1442695040888963407u;
       size_t k = (r >> 33) % 16, n = (size_t(128) << 10) + (r >> 40) % (size_t(128) << 10);
       gr_free(live[k]);
@@ -481,7 +472,7 @@ TEST_CASE("spans of mixed sizes churned at a steady size keep their pages reside
       REQUIRE(live[k] != nullptr);
       std::memset(live[k], 1, n);
     }
-    long steady = faults() - before;
+    long steady = thread_minor_faults() - before;
     for (void* p : live) gr_free(p);
     INFO("page faults over the last " << kRounds / 2 << " spans: " << steady);
     CHECK(steady < kRounds / 20);
