@@ -211,8 +211,10 @@ void release_idle_medium(Heap* h, unsigned except) {
 }  // namespace
 
 // Freshly mapped pages of a huge block grow the resident set as fresh slices
-// do (segment_take_slices), so h's idle slices go back as much.
-void* heap_alloc_huge(Heap* h, size_t size, size_t alignment, bool zero) {
+// do (segment_take_slices), so h's idle slices go back as much. Out of line:
+// inlined into calloc, its lock loop made every small calloc save and
+// restore four more registers (103 -> 111 instructions).
+__attribute__((noinline)) void* heap_alloc_huge(Heap* h, size_t size, size_t alignment, bool zero) {
   size_t fresh;
   void* p =
       huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment, zero, &fresh);
