@@ -210,3 +210,78 @@ TEST_CASE("the free path's block-start test accepts exactly the carved block sta
     }
   }
 }
+
+TEST_CASE("huge blocks of random sizes and alignments keep their contents through reuse and realloc") {
+  // Huge mappings are cached, split, rejoined and grown in place or moved;
+  // whatever path a request takes, the block must hold its bytes, be aligned
+  // and end within a page of its size. Contents are written and checked at
+  // every 64 KiB and at both ends (whole blocks would take minutes).
+  constexpr size_t kMiB = size_t(1) << 20, kPage = 4096, kStep = 64 * 1024;
+  auto mark = [](size_t i, uint8_t seed) { return uint8_t(seed + (i >> 12) * 31 + i); };
+  auto spots = [&](size_t n, auto fn) {
+    for (size_t i = 0; i < n; i += kStep) fn(i);
+    for (size_t i = n > kPage ? n - kPage : 0; i < n; ++i) fn(i);
+  };
+  struct Live {
+    uint8_t* p = nullptr;
+    size_t n = 0;
+    uint8_t seed = 0;
+  };
+  Live live[6];
+  uint64_t r = 0x243f6a8885a308d3u;
+  auto next = [&] {
+    r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+    return r;
+  };
+  // The marked spots of b below `limit` (a block realloc shrank) hold their marks.
+  auto intact = [&](const Live& b, size_t limit = ~size_t{0}) {
+    size_t bad = 0;
+    spots(b.n, [&](size_t i) { bad += i < limit && b.p[i] != mark(i, b.seed); });
+    return bad == 0;
+  };
+  for (int it = 0; it < 600; ++it) {
+    Live& b = live[next() % 6];
+    size_t n = 2 * kMiB + next() % (18 * kMiB);
+    unsigned op = unsigned(next() % 4);
+    INFO("iteration " << it << ", op " << op << ", size " << n);
+    bool reallocated = b.p && op == 3;
+    if (reallocated) {
+      REQUIRE(intact(b));
+      auto* q = static_cast<uint8_t*>(gr_realloc(b.p, n));
+      REQUIRE(q != nullptr);
+      REQUIRE(intact(Live{q, b.n, b.seed}, n));
+      b.p = q, b.n = n;
+    } else {
+      if (b.p) {
+        REQUIRE(intact(b));
+        gr_free(b.p);
+      }
+      size_t align = size_t(4096) << (next() % 12);  // 4 KiB .. 8 MiB
+      if (op == 1) {
+        b.p = static_cast<uint8_t*>(gr_calloc(1, n));
+        REQUIRE(b.p != nullptr);
+        size_t nonzero = 0;
+        spots(gr_usable_size(b.p), [&](size_t i) { nonzero += b.p[i] != 0; });
+        REQUIRE(nonzero == 0);
+      } else {
+        b.p = static_cast<uint8_t*>(op == 2 ? gr_aligned_alloc(align, n) : gr_malloc(n));
+        REQUIRE(b.p != nullptr);
+        if (op == 2) REQUIRE(uintptr_t(b.p) % align == 0);
+      }
+      b.n = n;
+    }
+    size_t usable = gr_usable_size(b.p);
+    REQUIRE(usable >= b.n);
+    // A new block ends within a page of its size (a realloc that fits keeps
+    // the block it had, however big).
+    if (!reallocated) REQUIRE(usable < b.n + kPage);
+    b.seed = uint8_t(next());
+    spots(b.n, [&](size_t i) { b.p[i] = mark(i, b.seed); });
+  }
+  for (Live& b : live) {
+    if (!b.p) continue;
+    REQUIRE(intact(b));
+    gr_free(b.p);
+  }
+  gr_collect(true);
+}
