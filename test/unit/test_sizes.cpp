@@ -211,7 +211,7 @@ TEST_CASE("the free path's block-start test accepts exactly the carved block sta
   }
 }
 
-TEST_CASE("huge blocks of random sizes and alignments keep their contents through reuse and realloc") {
+TEST_CASE("huge blocks of random sizes and alignments keep their bytes through reuse and realloc") {
   // Huge mappings are cached, split, rejoined and grown in place or moved;
   // whatever path a request takes, the block must hold its bytes, be aligned
   // and end within a page of its size. Contents are written and checked at
