@@ -38,6 +38,16 @@ size_t reserved() {
   return s.reserved;
 }
 
+// A block of n bytes written whole with `byte`, then freed: a huge one's
+// mapping waits in the cache, resident. Where it was.
+unsigned char* written_and_freed(size_t n, int byte) {
+  auto* p = static_cast<unsigned char*>(gr_malloc(n));
+  REQUIRE(p != nullptr);
+  std::memset(p, byte, n);
+  gr_free(p);
+  return p;
+}
+
 }  // namespace
 
 #if !defined(GRANULE_SECURE)  // the hardened build reuses a freed span's first slice last
@@ -341,10 +351,7 @@ TEST_CASE("a huge block is its size rounded to a page: calloc zeroes it, realloc
   constexpr size_t kMiB = size_t(1) << 20, kPage = 4096;
   with_purge_delay(60 * 1000, [] {
     // A bigger block written whole leaves its pages cached for reuse.
-    auto* big = static_cast<unsigned char*>(gr_malloc(12 * kMiB));
-    REQUIRE(big != nullptr);
-    std::memset(big, 0xff, 12 * kMiB);
-    gr_free(big);
+    written_and_freed(12 * kMiB, 0xff);
     auto* c = static_cast<unsigned char*>(gr_calloc(1, 5 * kMiB + 100));
     REQUIRE(c != nullptr);
     size_t usable = gr_usable_size(c);
@@ -400,16 +407,13 @@ TEST_CASE("a huge block cut from a bigger cached one joins it again when freed")
   constexpr size_t kMiB = size_t(1) << 20;
   with_purge_delay(60 * 1000, [] {
     gr_collect(true);
-    auto* big = static_cast<char*>(gr_malloc(12 * kMiB));
-    REQUIRE(big != nullptr);
-    std::memset(big, 1, 12 * kMiB);
-    gr_free(big);
+    auto* big = written_and_freed(12 * kMiB, 1);
     size_t mapped = reserved();
     // Smaller blocks of every size are cut from it and rejoin it when freed,
     // so it keeps serving them, and the big one again, at the same address.
     for (size_t mib = 4; mib <= 12; ++mib) {
       INFO(mib << " MiB");
-      auto* p = static_cast<char*>(gr_malloc(mib * kMiB));
+      auto* p = static_cast<unsigned char*>(gr_malloc(mib * kMiB));
       REQUIRE(p == big);
       std::memset(p, 2, mib * kMiB);
       gr_free(p);
@@ -423,16 +427,13 @@ TEST_CASE("the idle part a freed huge block joined goes back on its own time") {
   constexpr size_t kMiB = size_t(1) << 20;
   with_purge_delay(100, [] {
     gr_collect(true);
-    auto* big = static_cast<char*>(gr_malloc(12 * kMiB));
-    REQUIRE(big != nullptr);
-    std::memset(big, 1, 12 * kMiB);
-    gr_free(big);
+    auto* big = written_and_freed(12 * kMiB, 1);
     size_t whole = committed();
     // A 4 MiB block cut from it, used again and again for three delays: its
     // part stays cached, the 8 MiB past it has been idle all along.
     auto start = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(300)) {
-      auto* p = static_cast<char*>(gr_malloc(4 * kMiB));
+      auto* p = static_cast<unsigned char*>(gr_malloc(4 * kMiB));
       REQUIRE(p == big);
       std::memset(p, 2, 4 * kMiB);
       gr_free(p);
@@ -441,7 +442,7 @@ TEST_CASE("the idle part a freed huge block joined goes back on its own time") {
     gr_collect(false);
     INFO("committed " << whole << " -> " << committed());
     CHECK(committed() + 6 * kMiB <= whole);
-    auto* p = static_cast<char*>(gr_malloc(4 * kMiB));
+    auto* p = static_cast<unsigned char*>(gr_malloc(4 * kMiB));
     CHECK(p == big);
     gr_free(p);
     gr_collect(true);
