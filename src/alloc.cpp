@@ -74,7 +74,7 @@ extern "C" void gr_free(void* p) {
         // says kSlab): checked and marked, then pushed on its remote list.
         if (s->kind == SliceKind::kSlab && s->heap != h) {
           secure::on_free(s, b, false);
-          return heap_free_remote(s, b, block_tag(s, b));
+          return heap_free_remote(h, s, b, block_tag(s, b));
         }
       }
     }
@@ -91,7 +91,7 @@ extern "C" void gr_free(void* p) {
       if (__builtin_expect(--s->used != 0, 1)) return;
       return heap_slab_empty(h, s);
     }
-    if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(s, b, tag);
+    if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(h, s, b, tag);
   }
   heap_free_slow(p);
 }

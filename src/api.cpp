@@ -20,7 +20,7 @@ inline bool is_pow2(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
 Heap* owner_heap() {
   Heap* h = heap_current();
-  return h != &g_empty_heap ? h : heap_thread_init();
+  return !heap_is_placeholder(h) ? h : heap_thread_init();
 }
 
 void* aligned_alloc_impl(size_t alignment, size_t size) {

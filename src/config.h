@@ -47,6 +47,15 @@ inline constexpr size_t kLargeMax = kSegmentSize / 2;
 inline constexpr size_t kDirectMax = 1024;  // sizes served by the malloc fast path table
 inline constexpr size_t kMinAlign = 16;     // every block, as glibc does
 
+// Cross-thread frees of blocks up to kRemoteRunMaxBlock are held back per
+// slab, in a thread's table of kRemoteRunSlots runs of at most
+// kRemoteRunLength blocks, and pushed a run at a time: one compare-and-swap
+// instead of one per block. What a thread can hold back this way is bounded
+// by slots * length * block size (1 MiB).
+inline constexpr unsigned kRemoteRunSlots = 64;
+inline constexpr uint32_t kRemoteRunLength = 16;
+inline constexpr size_t kRemoteRunMaxBlock = 1024;
+
 // Largest request we attempt at all (leaves room for rounding).
 inline constexpr size_t kMaxRequest = (size_t{1} << kAddressBits) - kSegmentSize * 2;
 

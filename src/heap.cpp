@@ -20,6 +20,7 @@ void register_fork_handlers();  // init.cpp
 
 constinit Slab g_empty_slab{};
 constinit Heap g_empty_heap{&g_empty_slab};
+constinit Heap g_exited_heap{&g_empty_slab};
 constinit Heap g_thread_segments;
 #if !defined(_WIN32)
 constinit thread_local Heap* tl_heap = &g_empty_heap;
@@ -260,7 +261,14 @@ inline void* pop(Slab* s) {
   return b;
 }
 
+void flush_runs(Heap* h);
+
 void* alloc_class(Heap* h, unsigned c) {
+  // The owner's slow path: the frees this thread held back for other heaps
+  // go now, so they wait at most as long as one of its own slabs lasts
+  // (threads that exchange blocks both ways get theirs back as they need
+  // them).
+  if (h->runs_pending) flush_runs(h);
   for (;;) {
     Slab* s = h->queues[c].head;
     while (s) {
@@ -394,11 +402,26 @@ __attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree
   }
 }
 
-// Hot (every cross-thread free): one compare-and-swap, no lock.
+// One cross-thread free, pushed now: one compare-and-swap, no lock.
 void free_remote(Slab* s, Block* b, uintptr_t tag) {
   Heap* owner = s->heap;  // read while b keeps the slab alive
   RemoteFree outcome = slab_free_remote(s, b, tag);
   if (__builtin_expect(outcome != RemoteFree::kPushed, 0)) remote_free_done(owner, s, outcome);
+}
+
+void flush_run(Heap* h, unsigned i) {
+  RemoteRun& r = h->runs[i];
+  Slab* s = r.slab;
+  Heap* owner = s->heap;  // read while the run keeps the slab alive
+  r.slab = nullptr;
+  h->runs_pending &= ~(uint64_t{1} << i);
+  RemoteFree outcome = slab_push_remote(s, r.head, r.tail, r.count);
+  if (__builtin_expect(outcome != RemoteFree::kPushed, 0)) remote_free_done(owner, s, outcome);
+}
+
+// Every run h holds back goes to its slab now.
+void flush_runs(Heap* h) {
+  while (h->runs_pending) flush_run(h, unsigned(__builtin_ctzll(h->runs_pending)));
 }
 
 Heap* heap_new() {
@@ -473,6 +496,8 @@ void park_spare(Heap* h) {
 
 // The owner thread leaves: every attached slab is handed over.
 void heap_abandon(Heap* h) {
+  flush_runs(h);
+  h->holds_runs = false;
   for (unsigned c = 0; c < kClassCount; ++c) {
     while (Slab* s = h->queues[c].head) {
       queue_remove(h, s);
@@ -494,6 +519,10 @@ void heap_abandon(Heap* h) {
 // was taking or giving back is at worst leaked. No other thread exists to
 // race with, so hand_over's compare-and-swap succeeds at once.
 void abandon_in_child(Heap* h) {
+  // Its held-back runs may be half-updated: their blocks are leaked.
+  h->holds_runs = false;
+  h->runs_pending = 0;
+  for (RemoteRun& r : h->runs) r.slab = nullptr;
   for (unsigned c = 0; c < kClassCount; ++c) {
     Slab* s = h->queues[c].head;
     h->queues[c] = {};
@@ -519,9 +548,9 @@ void abandon_in_child(Heap* h) {
 
 void thread_exit(void* value) {
   auto* h = static_cast<Heap*>(value);
-  if (!h || h == &g_empty_heap) return;
+  if (!h || heap_is_placeholder(h)) return;
   heap_abandon(h);
-  heap_set_current(&g_empty_heap);
+  heap_set_current(&g_exited_heap);
   bool others_live = false;
   heap_for_each([&](Heap* o) {
     others_live |= o->kind == HeapKind::kThread &&
@@ -613,6 +642,7 @@ Heap* heap_thread_init() {
     h = heap_new();
     if (!h) return nullptr;
   }
+  h->holds_runs = true;
   // Set before arming the exit hook: arming may allocate and must find the heap.
   heap_set_current(h);
   os::thread_exit_arm(h);
@@ -642,7 +672,7 @@ void* heap_alloc_aligned(Heap* h, size_t alignment, size_t size) {
 
 void* heap_malloc_slow(size_t size) {
   Heap* h = heap_current();
-  if (h == &g_empty_heap) {
+  if (heap_is_placeholder(h)) {
     h = heap_thread_init();
     if (!h) return nullptr;
   }
@@ -667,7 +697,50 @@ bool heap_grow_span(void* p, size_t size) {
   return true;
 }
 
-void heap_free_remote(Slab* s, Block* b, uintptr_t tag) { free_remote(s, b, tag); }
+namespace {
+// A remote free that found no run of its slab in its slot: push it now,
+// or start a run there if the slot is free.
+__attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
+  if ((s->flags & kSlabNoRuns) || s->block_size > kRemoteRunMaxBlock) return free_remote(s, b, tag);
+  // A thread that only frees (a consumer) gets a heap for its runs; one
+  // that has left pushes each block at once.
+  if (!h->holds_runs && (h != &g_empty_heap || !(h = heap_thread_init())))
+    return free_remote(s, b, tag);
+  // A run starts at a slab's second free since its slot was last free:
+  // frees scattered over many slabs (no run would grow) go straight on.
+  RemoteRun& r = h->runs[i];
+  if (r.slab || h->run_seen[i] != s) {
+    h->run_seen[i] = s;
+    return free_remote(s, b, tag);
+  }
+  b->next = nullptr;
+  b->tag = tag;
+  r = {s, b, b, 1};
+  h->runs_pending |= uint64_t{1} << i;
+}
+
+}  // namespace
+
+// Hot (cross-thread free): the block joins the run this thread holds for its
+// slab, no atomics; a full run goes with one compare-and-swap. That CAS waits
+// for the stores to the blocks, which miss (a block's line was last written
+// by the thread that used it): one CAS per run instead of one per block lets
+// those misses overlap. Runs are bounded, and pushed whenever this thread
+// takes its own slow path or leaves. First-class heaps' slabs take no runs
+// (such a heap may be destroyed whole while a run is held), nor do blocks
+// over kRemoteRunMaxBlock; a slab in a run is never either (its blocks
+// there keep it from being reused).
+__attribute__((noinline)) void heap_free_remote(Heap* h, Slab* s, Block* b, uintptr_t tag) {
+  if constexpr (kSecure) return free_remote(s, b, tag);
+  unsigned i = unsigned(uintptr_t(s) >> 7) % kRemoteRunSlots;
+  RemoteRun& r = h->runs[i];
+  if (__builtin_expect(r.slab != s, 0)) return start_run(h, s, b, tag, i);
+  b->next = r.head;
+  b->tag = tag;
+  r.head = b;
+  if (__builtin_expect(++r.count < kRemoteRunLength, 1)) return;
+  flush_run(h, i);
+}
 
 void heap_offset_growth(Heap* h, size_t bytes) {
   if (bytes == 0) return;  // nothing grew (a cache hit): no lock to take
@@ -853,7 +926,8 @@ bool heap_purge_all(bool force) {
 
 void heap_collect_current() {
   Heap* h = heap_current();
-  if (h == &g_empty_heap) return;
+  if (heap_is_placeholder(h)) return;
+  flush_runs(h);
   uint64_t now = os::now_ms();
   reattach_ready(h);
   for (unsigned c = 0; c < kClassCount; ++c) {

@@ -13,6 +13,12 @@ namespace granule {
 
 extern constinit Slab g_empty_slab;
 extern constinit Heap g_empty_heap;
+// What a thread's heap is after its heap was given up at thread exit: empty
+// as g_empty_heap, but a free there does not set up a heap the exit hook
+// would never see.
+extern constinit Heap g_exited_heap;
+// A thread with no heap of its own (never had one, or has left).
+inline bool heap_is_placeholder(const Heap* h) { return h == &g_empty_heap || h == &g_exited_heap; }
 
 // Thread heaps take their slices from segments they all share: the slices a
 // heap gives back serve the next heap that needs some, so a program whose
@@ -61,8 +67,8 @@ bool heap_grow_span(void* p, size_t size);
 // --- free of anything the fast path did not take ---
 void heap_free_slow(void* p);
 // A valid block of a slab another heap owns (checked by the caller), and
-// its block_tag.
-void heap_free_remote(Slab* s, Block* b, uintptr_t tag);
+// its block_tag; h is the calling thread's heap.
+void heap_free_remote(Heap* h, Slab* s, Block* b, uintptr_t tag);
 // Owner's local free made the slab empty.
 void heap_slab_empty(Heap* h, Slab* s);
 

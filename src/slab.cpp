@@ -19,7 +19,7 @@ void init_common(Slab* s, Heap* h, uint32_t block_size, uintptr_t key) {
   s->free = nullptr;
   s->key = key;
   s->heap = h;
-  s->flags = 0;
+  s->flags = h->kind == HeapKind::kFirstClass ? kSlabNoRuns : 0;
   s->free_since = 0;
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
@@ -104,25 +104,29 @@ bool slab_collect(Slab* s) {
 }
 
 RemoteFree slab_free_remote(Slab* s, Block* b, uintptr_t tag) {
+  if constexpr (!kSecure) b->tag = tag;  // the hardened build marked it in secure::on_free
+  return slab_push_remote(s, b, b, 1);
+}
+
+RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {
   // Acquire: having seen kDetached we read `capacity`, last written by the
   // owner before its detaching compare-and-swap.
   uint64_t w = s->remote.load(std::memory_order_acquire);
   uint64_t next;
   uint32_t n;
   do {
-    n = remote_count(w) + 1;
-    uint64_t state = remote_state(w);
-    block_set_next(s, b, remote_ptr(w));
-    if constexpr (!kSecure) b->tag = tag;  // the hardened build marked it in secure::on_free
+    n = remote_count(w) + count;
+    block_set_next(s, tail, remote_ptr(w));
     if (remote_detached(w) && n == s->capacity)
       next = kRetiring;
     else
-      next = remote_pack(b, n, state);
+      next = remote_pack(head, n, remote_state(w));
   } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_acq_rel,
                                             std::memory_order_acquire));
   if (next == kRetiring) return RemoteFree::kNowEmpty;
   if (remote_state(w) != kDetached) return RemoteFree::kPushed;
-  return n == slab_ready_threshold(s) ? RemoteFree::kNowReady : RemoteFree::kPushed;
+  uint32_t ready = slab_ready_threshold(s);
+  return n >= ready && n - count < ready ? RemoteFree::kNowReady : RemoteFree::kPushed;
 }
 
 }  // namespace granule

@@ -24,6 +24,8 @@ bool slab_collect(Slab* s);
 // block_tag(s, b): the free path has it from its double-free test.
 enum class RemoteFree { kPushed, kNowReady, kNowEmpty };
 RemoteFree slab_free_remote(Slab* s, Block* b, uintptr_t tag);
+// Push the blocks head..tail (linked, tagged free), count of them, at once.
+RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count);
 
 // Head descriptor of the slab containing slice descriptor s (kTail → head).
 inline Slab* slab_head(Slab* s) { return s->kind == SliceKind::kTail ? s - s->head_offset : s; }

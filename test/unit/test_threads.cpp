@@ -255,3 +255,127 @@ TEST_CASE("an idle thread's first small allocation commits far less than a segme
   INFO("rss grew by " << (after - before));
   REQUIRE(after - before < (256u << 10));
 }
+
+namespace {
+
+// Live blocks per size class, as the statistics see them.
+std::vector<size_t> class_live() {
+  gr_stats_t st;
+  gr_stats_get(&st);
+  return std::vector<size_t>(st.class_live, st.class_live + GR_STATS_CLASSES);
+}
+
+// Runs `freer` on a new thread, then `between` here while it waits, then
+// lets it finish with `last` and joins it.
+template <class Freer, class Between, class Last>
+void on_freer_thread(Freer freer, Between between, Last last) {
+  std::atomic<int> step{0};
+  std::thread t([&] {
+    freer();
+    step.store(1);
+    while (step.load() != 2) std::this_thread::yield();
+    last();
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  between();
+  step.store(2);
+  t.join();
+}
+
+}  // namespace
+
+TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") {
+  constexpr size_t kBlocks = 1000, kSize = 48;
+  auto allocate = [&] {
+    std::vector<void*> v(kBlocks);
+    for (auto& p : v) p = gr_malloc(kSize);
+    return v;
+  };
+  std::vector<size_t> live_before = class_live();
+  std::vector<void*> blocks = allocate();
+  // The class serving kSize (the hardened build's canary may move it up).
+  std::vector<size_t> live_after = class_live();
+  size_t c = 0;
+  while (c < live_after.size() && live_after[c] != live_before[c] + kBlocks) ++c;
+  REQUIRE(c < live_after.size());
+  size_t before = live_before[c];
+  auto live_now = [&] { return class_live()[c]; };
+
+  SECTION("when the freeing thread calls gr_collect") {
+    size_t after_collect = 0;
+    on_freer_thread(
+        [&] {
+          gr_free(gr_malloc(8));  // a thread with a heap of its own
+          for (void* p : blocks) gr_free(p);
+        },
+        [] {},
+        [&] {
+          gr_collect(false);
+          after_collect = live_now();
+        });
+    REQUIRE(after_collect == before);
+  }
+  SECTION("when the freeing thread exits") {
+    on_freer_thread(
+        [&] {
+          for (void* p : blocks) gr_free(p);
+        },
+        [] {}, [] {});
+    REQUIRE(live_now() == before);
+  }
+  SECTION("when the freeing thread next allocates past its slab") {
+    size_t after_alloc = 0;
+    on_freer_thread(
+        [&] {
+          for (void* p : blocks) gr_free(p);
+        },
+        [] {},
+        [&] {
+          // Enough blocks of another class to need its slow path.
+          std::vector<void*> own(4096);
+          for (auto& p : own) p = gr_malloc(200);
+          after_alloc = live_now();
+          for (void* p : own) gr_free(p);
+        });
+    REQUIRE(after_alloc == before);
+  }
+  // The owner allocates from what came back.
+  std::vector<void*> again = allocate();
+  for (void* p : again) gr_free(p);
+}
+
+TEST_CASE("a first-class heap destroyed after another thread freed its blocks") {
+  constexpr size_t kBlocks = 2000, kSize = 64;
+  gr_heap_t* heap = gr_heap_create(nullptr);
+  REQUIRE(heap != nullptr);
+  std::vector<void*> blocks(kBlocks);
+  for (auto& p : blocks) p = gr_heap_malloc(heap, kSize);
+  gr_heap_t* next = nullptr;
+  std::vector<void*> fresh(kBlocks);
+  on_freer_thread(
+      [&] {
+        gr_free(gr_malloc(8));
+        for (void* p : blocks) gr_free(p);
+      },
+      [&] {
+        // Destroyed while the freeing thread lives on; a new heap likely
+        // takes the same memory. Nothing the freeing thread still does may
+        // write into it.
+        gr_heap_destroy(heap);
+        next = gr_heap_create(nullptr);
+        for (size_t i = 0; i < kBlocks; ++i) {
+          fresh[i] = gr_heap_malloc(next, kSize);
+          fill(fresh[i], kSize, uint8_t(i));
+        }
+      },
+      [] {
+        gr_collect(false);
+        std::vector<void*> own(4096);
+        for (auto& p : own) p = gr_malloc(64);
+        for (void* p : own) gr_free(p);
+      });
+  size_t bad = 0;
+  for (size_t i = 0; i < kBlocks; ++i) bad += !check(fresh[i], kSize, uint8_t(i));
+  REQUIRE(bad == 0);
+  gr_heap_destroy(next);
+}
