@@ -699,20 +699,22 @@ bool heap_grow_span(void* p, size_t size) {
 
 namespace {
 // A remote free that found no run of its slab in its slot: push it now,
-// or start a run there if the slot is free.
+// or start a run there.
 __attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
   if ((s->flags & kSlabNoRuns) || s->block_size > kRemoteRunMaxBlock) return free_remote(s, b, tag);
   // A thread that only frees (a consumer) gets a heap for its runs; one
   // that has left pushes each block at once.
   if (!h->holds_runs && (h != &g_empty_heap || !(h = heap_thread_init())))
     return free_remote(s, b, tag);
-  // A run starts at a slab's second free since its slot was last free:
-  // frees scattered over many slabs (no run would grow) go straight on.
-  RemoteRun& r = h->runs[i];
-  if (r.slab || h->run_seen[i] != s) {
+  // A run starts at the second free in a row that the slot sees for a slab:
+  // frees scattered over many slabs (no run would grow) go straight on, and
+  // a slab freed into again takes the slot over from a run gone stale.
+  if (h->run_seen[i] != s) {
     h->run_seen[i] = s;
     return free_remote(s, b, tag);
   }
+  RemoteRun& r = h->runs[i];
+  if (r.slab) flush_run(h, i);
   b->next = nullptr;
   b->tag = tag;
   r = {s, b, b, 1};
@@ -722,11 +724,12 @@ __attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t t
 }  // namespace
 
 // Hot (cross-thread free): the block joins the run this thread holds for its
-// slab, no atomics; a full run goes with one compare-and-swap. That CAS waits
-// for the stores to the blocks, which miss (a block's line was last written
-// by the thread that used it): one CAS per run instead of one per block lets
-// those misses overlap. Runs are bounded, and pushed whenever this thread
-// takes its own slow path or leaves. First-class heaps' slabs take no runs
+// slab, no atomics. A push's compare-and-swap waits for the stores that link
+// the block, and they miss (its line was last written by the thread that used
+// it); held in a run, they complete in the background, and the run goes with
+// one CAS when full or when this thread next takes its own slow path (most
+// runs in a two-way exchange are short: the win is the CAS not waiting).
+// Runs are bounded, and pushed when this thread leaves. First-class heaps' slabs take no runs
 // (such a heap may be destroyed whole while a run is held), nor do blocks
 // over kRemoteRunMaxBlock; a slab in a run is never either (its blocks
 // there keep it from being reused).
