@@ -729,12 +729,13 @@ __attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t t
 // it); held in a run, they complete in the background, and the run goes with
 // one CAS when full or when this thread next takes its own slow path (most
 // runs in a two-way exchange are short: the win is the CAS not waiting).
-// Runs are bounded, and pushed when this thread leaves. First-class heaps' slabs take no runs
-// (such a heap may be destroyed whole while a run is held), nor do blocks
-// over kRemoteRunMaxBlock; a slab in a run is never either (its blocks
-// there keep it from being reused).
+// Runs are bounded, and pushed when this thread leaves. First-class heaps'
+// slabs take no runs (such a heap may be destroyed whole while a run is
+// held), nor do blocks over kRemoteRunMaxBlock; a slab in a run is never
+// either (its blocks there keep it from being reused).
 __attribute__((noinline)) void heap_free_remote(Heap* h, Slab* s, Block* b, uintptr_t tag) {
   if constexpr (kSecure) return free_remote(s, b, tag);
+  // Descriptors are 128 bytes apart: within a segment each slab has its own slot.
   unsigned i = unsigned(uintptr_t(s) >> 7) % kRemoteRunSlots;
   RemoteRun& r = h->runs[i];
   if (__builtin_expect(r.slab != s, 0)) return start_run(h, s, b, tag, i);
