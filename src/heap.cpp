@@ -402,21 +402,25 @@ __attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree
   }
 }
 
-// One cross-thread free, pushed now: one compare-and-swap, no lock.
-void free_remote(Slab* s, Block* b, uintptr_t tag) {
-  Heap* owner = s->heap;  // read while b keeps the slab alive
-  RemoteFree outcome = slab_free_remote(s, b, tag);
+// Push blocks head..tail (linked, tagged free) onto s's remote list: one
+// compare-and-swap, no lock.
+void push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {
+  Heap* owner = s->heap;  // read while the blocks keep the slab alive
+  RemoteFree outcome = slab_push_remote(s, head, tail, count);
   if (__builtin_expect(outcome != RemoteFree::kPushed, 0)) remote_free_done(owner, s, outcome);
 }
 
+// One cross-thread free, pushed now.
+void free_remote(Slab* s, Block* b, uintptr_t tag) {
+  if constexpr (!kSecure) b->tag = tag;  // the hardened build marked it in secure::on_free
+  push_remote(s, b, b, 1);
+}
+
 void flush_run(Heap* h, unsigned i) {
-  RemoteRun& r = h->runs[i];
-  Slab* s = r.slab;
-  Heap* owner = s->heap;  // read while the run keeps the slab alive
-  r.slab = nullptr;
+  RemoteRun r = h->runs[i];
+  h->runs[i].slab = nullptr;
   h->runs_pending &= ~(uint64_t{1} << i);
-  RemoteFree outcome = slab_push_remote(s, r.head, r.tail, r.count);
-  if (__builtin_expect(outcome != RemoteFree::kPushed, 0)) remote_free_done(owner, s, outcome);
+  push_remote(r.slab, r.head, r.tail, r.count);
 }
 
 // Every run h holds back goes to its slab now.
@@ -497,7 +501,6 @@ void park_spare(Heap* h) {
 // The owner thread leaves: every attached slab is handed over.
 void heap_abandon(Heap* h) {
   flush_runs(h);
-  h->holds_runs = false;
   for (unsigned c = 0; c < kClassCount; ++c) {
     while (Slab* s = h->queues[c].head) {
       queue_remove(h, s);
@@ -520,7 +523,6 @@ void heap_abandon(Heap* h) {
 // race with, so hand_over's compare-and-swap succeeds at once.
 void abandon_in_child(Heap* h) {
   // Its held-back runs may be half-updated: their blocks are leaked.
-  h->holds_runs = false;
   h->runs_pending = 0;
   for (RemoteRun& r : h->runs) r.slab = nullptr;
   for (unsigned c = 0; c < kClassCount; ++c) {
@@ -642,7 +644,6 @@ Heap* heap_thread_init() {
     h = heap_new();
     if (!h) return nullptr;
   }
-  h->holds_runs = true;
   // Set before arming the exit hook: arming may allocate and must find the heap.
   heap_set_current(h);
   os::thread_exit_arm(h);
@@ -701,10 +702,11 @@ namespace {
 // A remote free that found no run of its slab in its slot: push it now,
 // or start a run there.
 __attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
-  if ((s->flags & kSlabNoRuns) || s->block_size > kRemoteRunMaxBlock) return free_remote(s, b, tag);
+  if (s->heap->kind == HeapKind::kFirstClass || s->block_size > kRemoteRunMaxBlock)
+    return free_remote(s, b, tag);
   // A thread that only frees (a consumer) gets a heap for its runs; one
   // that has left pushes each block at once.
-  if (!h->holds_runs && (h != &g_empty_heap || !(h = heap_thread_init())))
+  if (heap_is_placeholder(h) && (h != &g_empty_heap || !(h = heap_thread_init())))
     return free_remote(s, b, tag);
   // A run starts at the second free in a row that the slot sees for a slab:
   // frees scattered over many slabs (no run would grow) go straight on, and

@@ -19,7 +19,7 @@ void init_common(Slab* s, Heap* h, uint32_t block_size, uintptr_t key) {
   s->free = nullptr;
   s->key = key;
   s->heap = h;
-  s->flags = h->kind == HeapKind::kFirstClass ? kSlabNoRuns : 0;
+  s->flags = 0;
   s->free_since = 0;
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
@@ -101,11 +101,6 @@ bool slab_collect(Slab* s) {
   s->free = list;
   s->used -= n;
   return true;
-}
-
-RemoteFree slab_free_remote(Slab* s, Block* b, uintptr_t tag) {
-  if constexpr (!kSecure) b->tag = tag;  // the hardened build marked it in secure::on_free
-  return slab_push_remote(s, b, b, 1);
 }
 
 RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {

@@ -20,11 +20,9 @@ bool slab_extend(Slab* s);
 // Owner: move blocks freed by other threads onto `free`; false if none.
 bool slab_collect(Slab* s);
 
-// The outcome of a free that went through `remote`. `tag` is
-// block_tag(s, b): the free path has it from its double-free test.
+// Push the blocks head..tail (linked, tagged free), count of them, onto
+// `remote` at once, and say what that set off.
 enum class RemoteFree { kPushed, kNowReady, kNowEmpty };
-RemoteFree slab_free_remote(Slab* s, Block* b, uintptr_t tag);
-// Push the blocks head..tail (linked, tagged free), count of them, at once.
 RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count);
 
 // Head descriptor of the slab containing slice descriptor s (kTail → head).

@@ -51,7 +51,6 @@ inline constexpr unsigned kRemoteCountShift = 48;
 
 enum SlabFlags : uint8_t {
   kSlabHasAligned = 1,  // holds blocks handed out at an interior offset (aligned allocation)
-  kSlabNoRuns = 2,      // a first-class heap's: remote frees go straight to `remote`
 };
 
 // One descriptor per slice, in the segment header (never in user memory).
@@ -184,7 +183,6 @@ struct Heap {
   uint64_t blocks_handed = 0;  // blocks made available (carved or collected)
   uint64_t idle_epoch = 0;     // medium slabs kept empty so far (release_idle_medium)
   // --- remote frees held back (a live thread heap's own thread only) ---
-  bool holds_runs = false;    // thread heaps while live; never the empty or first-class heaps
   uint64_t runs_pending = 0;  // a bit per non-empty slot of `runs`
   RemoteRun runs[kRemoteRunSlots] = {};
   const Slab* run_seen[kRemoteRunSlots] = {};  // the slab each slot's last remote free went to
