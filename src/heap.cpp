@@ -103,27 +103,37 @@ void queue_remove(Heap* h, Slab* s) {
   if (was_head) direct_update(h, s->size_class);
 }
 
-// ---- the heap's ready list (under h->lock) ----
+// ---- the heap's ready lists (under h->lock) ----
 // Detached slabs are in no list: nobody needs to find them until enough of
-// their blocks come back (then they join the ready list) or all do (then the
-// last freer retires them).
+// their blocks come back (then they join their class's ready list) or all do
+// (then the last freer retires them). The owner takes back only the class it
+// allocates: a slab it took back belongs to it again, and an idle owner never
+// collects it, while a detached one goes back to its segment the moment its
+// last block does.
+
+std::atomic<uint64_t>& ready_word(Heap* h, unsigned c) { return h->ready_classes[c / 64]; }
+uint64_t ready_bit(unsigned c) { return uint64_t{1} << (c % 64); }
 
 void ready_push(Heap* h, Slab* s) {
+  unsigned c = s->size_class;
   s->prev = nullptr;
-  s->next = h->ready;
-  if (h->ready) h->ready->prev = s;
-  h->ready = s;
+  s->next = h->ready[c];
+  if (s->next)
+    s->next->prev = s;
+  else
+    ready_word(h, c).fetch_or(ready_bit(c), std::memory_order_relaxed);
+  h->ready[c] = s;
   s->list = SlabList::kReady;
-  h->ready_count.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ready_remove(Heap* h, Slab* s) {
+  unsigned c = s->size_class;
   if (s->prev)
     s->prev->next = s->next;
   else
-    h->ready = s->next;
+    h->ready[c] = s->next;
   if (s->next) s->next->prev = s->prev;
-  h->ready_count.fetch_sub(1, std::memory_order_relaxed);
+  if (!h->ready[c]) ready_word(h, c).fetch_and(~ready_bit(c), std::memory_order_relaxed);
   s->next = s->prev = nullptr;
   s->list = SlabList::kNone;
 }
@@ -145,12 +155,15 @@ bool reattach(Heap* h, Slab* s, uint64_t from) {
   return true;
 }
 
-void reattach_ready(Heap* h) {
+// The owner takes back class c's ready slabs. True if there were any.
+bool reattach_ready(Heap* h, unsigned c) {
+  if (!(ready_word(h, c).load(std::memory_order_relaxed) & ready_bit(c))) return false;
   LockGuard guard(h->lock);
-  for (Slab *s = h->ready, *next; s; s = next) {
+  for (Slab *s = h->ready[c], *next; s; s = next) {
     next = s->next;
     if (reattach(h, s, kQueued)) queue_push_front(h, s);
   }
+  return true;
 }
 
 // A full slab leaves the owner: from now on frees to it are counted, and the
@@ -282,10 +295,7 @@ void* alloc_class(Heap* h, unsigned c) {
       if (!detach(h, s)) continue;  // frees arrived: collect them
       s = next;
     }
-    if (h->ready_count.load(std::memory_order_relaxed) != 0) {
-      reattach_ready(h);
-      if (h->queues[c].head) continue;
-    }
+    if (reattach_ready(h, c) && h->queues[c].head) continue;
     if (!new_slab(h, c)) return nullptr;
   }
 }
@@ -882,8 +892,8 @@ void forget_slabs(Heap* h) {
     h->queues[c] = {};
     direct_update(h, c);
   }
-  h->ready = nullptr;
-  h->ready_count.store(0, std::memory_order_relaxed);
+  for (Slab*& r : h->ready) r = nullptr;
+  for (auto& w : h->ready_classes) w.store(0, std::memory_order_relaxed);
 }
 }  // namespace
 
@@ -935,7 +945,8 @@ void heap_collect_current() {
   if (heap_is_placeholder(h)) return;
   flush_runs(h);
   uint64_t now = os::now_ms();
-  reattach_ready(h);
+  // Ready slabs stay detached: none is empty (the last free retires a
+  // detached slab), and taken back they would wait for this thread.
   for (unsigned c = 0; c < kClassCount; ++c) {
     for (Slab *s = h->queues[c].head, *next; s; s = next) {
       next = s->next;

@@ -155,8 +155,11 @@ struct Heap {
   uintptr_t key_state = 0;             // per-heap random stream for slab keys
   // --- slow paths ---
   SpinLock lock;  // segments, slices, detached and ready lists
-  std::atomic<uint32_t> ready_count{0};
-  Slab* ready = nullptr;        // detached slabs with enough frees to reuse (under lock)
+  // Detached slabs with enough frees to reuse, a list per class (under lock),
+  // and a bit per class whose list is not empty (written under lock, read
+  // without it by the owner's slow path).
+  Slab* ready[kClassCount] = {};
+  std::atomic<uint64_t> ready_classes[(kClassCount + 63) / 64] = {};
   Segment* segments = nullptr;  // (under lock) first-class heaps and g_thread_segments only
   // Per small class, in kExtentUnit: how much of its slice the slab last
   // returned to these segments had touched (0: none yet). The next one is

@@ -379,3 +379,33 @@ TEST_CASE("a first-class heap destroyed after another thread freed its blocks") 
   REQUIRE(bad == 0);
   gr_heap_destroy(next);
 }
+
+TEST_CASE("slabs emptied by other threads go back while their owner allocates other sizes") {
+  // The owner fills slabs of one class; other threads free all of their
+  // blocks in two halves (every other block, so each slab is half free in
+  // between), and between the halves the owner allocates only other sizes.
+  // Its slabs must return to their segments as the second half comes back,
+  // not wait for the owner to allocate their class again.
+  long old_delay = gr_option_get(GR_OPTION_PURGE_DELAY);
+  REQUIRE(gr_option_set(GR_OPTION_PURGE_DELAY, 0));  // free slices are decommitted at once
+  constexpr size_t kBlocks = 40000, kSize = 48;      // about 30 slabs
+  std::vector<void*> blocks(kBlocks);
+  for (auto& p : blocks) p = gr_malloc(kSize);
+  auto free_on_thread = [&](size_t first) {
+    std::thread([&] {
+      for (size_t i = first; i < kBlocks; i += 2) gr_free(blocks[i]);
+    }).join();
+  };
+  free_on_thread(0);
+  std::vector<void*> other(4096);
+  for (auto& p : other) p = gr_malloc(200);
+  gr_stats_t before, after;
+  gr_stats_get(&before);
+  free_on_thread(1);
+  gr_stats_get(&after);
+  for (void* p : other) gr_free(p);
+  gr_option_set(GR_OPTION_PURGE_DELAY, old_delay);
+  size_t slabs_bytes = kBlocks * kSize;
+  INFO("committed before the second half " << before.committed << ", after " << after.committed);
+  REQUIRE(after.committed + slabs_bytes / 2 < before.committed);
+}
