@@ -19,8 +19,8 @@ namespace granule {
 void register_fork_handlers();  // init.cpp
 
 constinit Slab g_empty_slab{};
-constinit Heap g_empty_heap{&g_empty_slab};
-constinit Heap g_exited_heap{&g_empty_slab};
+constinit Heap g_empty_heap{&g_empty_slab, true};
+constinit Heap g_exited_heap{&g_empty_slab, true};
 constinit Heap g_thread_segments;
 #if !defined(_WIN32)
 constinit thread_local Heap* tl_heap = &g_empty_heap;
@@ -30,6 +30,7 @@ namespace {
 
 std::atomic<Heap*> g_registry{nullptr};
 SpinLock g_pool_lock;         // the two pools below
+SpinLock g_runs_collector;    // one collector of held-back runs at a time: a set claim is its own
 Heap* g_abandoned = nullptr;  // thread heaps whose thread exited
 Heap* g_spare = nullptr;      // destroyed first-class heaps
 
@@ -274,6 +275,36 @@ inline void* pop(Slab* s) {
   return b;
 }
 
+// ---- runs held back: the owner's side ----
+// The owner touches its runs only inside a section: runs_enter bumps
+// runs_epoch to odd, runs_leave to even (a placeholder's is odd for good).
+// A collector (the purge thread, or gr_collect on any thread) takes the runs
+// of a thread that stopped freeing: a consumer waiting for work would
+// otherwise keep them, and the slabs they pin, for as long as it waits. It
+// sets runs_claimed, runs a process barrier, and takes them only if the
+// epoch is still the even one it read. The barrier makes the owner's epoch
+// store and its test of the claim an asymmetric Dekker pair, so the owner
+// needs no fence (hot: a test, a store, a compiler barrier, a test). Not
+// re-entrant: a push can start the purge thread, which allocates, so a
+// section opened inside one is refused (odd epoch) and the caller goes
+// without runs.
+inline bool runs_enter(Heap* h, uint32_t& e) {
+  e = h->runs_epoch.load(std::memory_order_relaxed);
+  if (e & 1) return false;
+  h->runs_epoch.store(e + 1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (__builtin_expect(h->runs_claimed.load(std::memory_order_acquire), 0)) {
+    h->runs_epoch.store(e + 2, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+
+// e: the epoch runs_enter read.
+inline void runs_leave(Heap* h, uint32_t e) {
+  h->runs_epoch.store(e + 2, std::memory_order_release);
+}
+
 void flush_runs(Heap* h);
 
 void* alloc_class(Heap* h, unsigned c) {
@@ -281,7 +312,11 @@ void* alloc_class(Heap* h, unsigned c) {
   // go now, so they wait at most as long as one of its own slabs lasts
   // (threads that exchange blocks both ways get theirs back as they need
   // them).
-  if (h->runs_pending) flush_runs(h);
+  uint32_t e;
+  if (h->runs_pending.load(std::memory_order_relaxed) && runs_enter(h, e)) {
+    flush_runs(h);
+    runs_leave(h, e);
+  }
   for (;;) {
     Slab* s = h->queues[c].head;
     while (s) {
@@ -429,13 +464,29 @@ void free_remote(Slab* s, Block* b, uintptr_t tag) {
 void flush_run(Heap* h, unsigned i) {
   RemoteRun r = h->runs[i];
   h->runs[i].slab = nullptr;
-  h->runs_pending &= ~(uint64_t{1} << i);
+  h->runs_pending.store(h->runs_pending.load(std::memory_order_relaxed) & ~(uint64_t{1} << i),
+                        std::memory_order_relaxed);
   push_remote(r.slab, r.head, r.tail, r.count);
 }
 
-// Every run h holds back goes to its slab now.
+// Every run h holds back goes to its slab now (inside a section).
 void flush_runs(Heap* h) {
-  while (h->runs_pending) flush_run(h, unsigned(__builtin_ctzll(h->runs_pending)));
+  while (uint64_t m = h->runs_pending.load(std::memory_order_relaxed))
+    flush_run(h, unsigned(__builtin_ctzll(m)));
+}
+
+// Thread exit and gr_collect: every run goes, so a collector's claim is
+// waited out (it holds one only while it copies the runs out).
+void flush_runs_now(Heap* h) {
+  while (h->runs_pending.load(std::memory_order_relaxed)) {
+    uint32_t e;
+    if (runs_enter(h, e)) {
+      flush_runs(h);
+      return runs_leave(h, e);
+    }
+    if (e & 1) return;  // inside a section already
+    os::yield();
+  }
 }
 
 Heap* heap_new() {
@@ -510,7 +561,7 @@ void park_spare(Heap* h) {
 
 // The owner thread leaves: every attached slab is handed over.
 void heap_abandon(Heap* h) {
-  flush_runs(h);
+  flush_runs_now(h);
   for (unsigned c = 0; c < kClassCount; ++c) {
     while (Slab* s = h->queues[c].head) {
       queue_remove(h, s);
@@ -533,8 +584,9 @@ void heap_abandon(Heap* h) {
 // race with, so hand_over's compare-and-swap succeeds at once.
 void abandon_in_child(Heap* h) {
   // Its held-back runs may be half-updated: their blocks are leaked.
-  h->runs_pending = 0;
+  h->runs_pending.store(0, std::memory_order_relaxed);
   for (RemoteRun& r : h->runs) r.slab = nullptr;
+  h->runs_epoch.store(0, std::memory_order_relaxed);
   for (unsigned c = 0; c < kClassCount; ++c) {
     Slab* s = h->queues[c].head;
     h->queues[c] = {};
@@ -611,7 +663,11 @@ void heap_unlock_all(bool in_child) {
 
 void heap_abandon_others_in_child() {
   Heap* self = heap_current();
+  // A collector stopped by the fork may hold claims, and its lock; none runs
+  // in the child.
+  g_runs_collector.reset();
   heap_for_each([self](Heap* h) {
+    h->runs_claimed.store(false, std::memory_order_relaxed);
     if (h != self && h->kind == HeapKind::kThread &&
         h->state.load(std::memory_order_relaxed) == HeapState::kLive) {
       abandon_in_child(h);
@@ -709,53 +765,86 @@ bool heap_grow_span(void* p, size_t size) {
 }
 
 namespace {
-// A remote free that found no run of its slab in its slot: push it now,
-// or start a run there.
-__attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
-  if (s->heap->kind == HeapKind::kFirstClass || s->block_size > kRemoteRunMaxBlock)
-    return free_remote(s, b, tag);
-  // A thread that only frees (a consumer) gets a heap for its runs; one
-  // that has left pushes each block at once.
-  if (heap_is_placeholder(h) && (h != &g_empty_heap || !(h = heap_thread_init())))
-    return free_remote(s, b, tag);
+// -1: this system has no process barrier, so no collector takes runs and
+// nothing needs waking for them (set by the first collector that tries).
+std::atomic<int> g_runs_collectable{0};
+
+// A remote free that found no run of its slab in its slot (inside a
+// section): push it now, or start a run there. True if h held no runs
+// before: the purge thread may have to come and take them.
+bool start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
+  if (s->heap->kind == HeapKind::kFirstClass || s->block_size > kRemoteRunMaxBlock) {
+    free_remote(s, b, tag);
+    return false;
+  }
   // A run starts at the second free in a row that the slot sees for a slab:
   // frees scattered over many slabs (no run would grow) go straight on, and
   // a slab freed into again takes the slot over from a run gone stale.
   if (h->run_seen[i] != s) {
     h->run_seen[i] = s;
-    return free_remote(s, b, tag);
+    free_remote(s, b, tag);
+    return false;
   }
   RemoteRun& r = h->runs[i];
   if (r.slab) flush_run(h, i);
   b->next = nullptr;
   b->tag = tag;
   r = {s, b, b, 1};
-  h->runs_pending |= uint64_t{1} << i;
+  uint64_t pending = h->runs_pending.load(std::memory_order_relaxed);
+  h->runs_pending.store(pending | uint64_t{1} << i, std::memory_order_relaxed);
+  return pending == 0;
+}
+
+// The fast path's two ways out that call on: out of line and closing the
+// section themselves, so heap_free_remote stays a leaf that saves nothing.
+__attribute__((noinline)) void start_run_and_leave(Heap* h, Slab* s, Block* b, uintptr_t tag,
+                                                   unsigned i, uint32_t e) {
+  bool first = start_run(h, s, b, tag, i);
+  runs_leave(h, e);
+  // Outside the section: starting the purge thread allocates.
+  if (first && g_runs_collectable.load(std::memory_order_relaxed) >= 0) purge_notify();
+}
+
+__attribute__((noinline)) void flush_run_and_leave(Heap* h, unsigned i, uint32_t e) {
+  flush_run(h, i);
+  runs_leave(h, e);
+}
+
+// No section: a placeholder heap, a collector at work, or a push's slow
+// path. A thread that only frees (a consumer) gets a heap for its runs at
+// its first remote free; one that has left pushes each block at once.
+__attribute__((noinline)) void free_unheld(Heap* h, Slab* s, Block* b, uintptr_t tag) {
+  if (h == &g_empty_heap && (h = heap_thread_init()) != nullptr && !heap_is_placeholder(h))
+    return heap_free_remote(h, s, b, tag);
+  free_remote(s, b, tag);
 }
 
 }  // namespace
 
 // Hot (cross-thread free): the block joins the run this thread holds for its
-// slab, no atomics. A push's compare-and-swap waits for the stores that link
-// the block, and they miss (its line was last written by the thread that used
-// it); held in a run, they complete in the background, and the run goes with
-// one CAS when full or when this thread next takes its own slow path (most
-// runs in a two-way exchange are short: the win is the CAS not waiting).
-// Runs are bounded, and pushed when this thread leaves. First-class heaps'
+// slab, no atomic read-modify-write. A push's compare-and-swap waits for the
+// stores that link the block, and they miss (its line was last written by
+// the thread that used it); held in a run, they complete in the background,
+// and the run goes with one CAS when full or when this thread next takes its
+// own slow path (most runs in a two-way exchange are short: the win is the
+// CAS not waiting). Runs are bounded, pushed when this thread leaves, and
+// taken by the purge thread once it has stopped freeing. First-class heaps'
 // slabs take no runs (such a heap may be destroyed whole while a run is
 // held), nor do blocks over kRemoteRunMaxBlock; a slab in a run is never
 // either (its blocks there keep it from being reused).
 __attribute__((noinline)) void heap_free_remote(Heap* h, Slab* s, Block* b, uintptr_t tag) {
   if constexpr (kSecure) return free_remote(s, b, tag);
+  uint32_t e;
+  if (__builtin_expect(!runs_enter(h, e), 0)) return free_unheld(h, s, b, tag);
   // Descriptors are 128 bytes apart: within a segment each slab has its own slot.
   unsigned i = unsigned(uintptr_t(s) >> 7) % kRemoteRunSlots;
   RemoteRun& r = h->runs[i];
-  if (__builtin_expect(r.slab != s, 0)) return start_run(h, s, b, tag, i);
+  if (__builtin_expect(r.slab != s, 0)) return start_run_and_leave(h, s, b, tag, i, e);
   b->next = r.head;
   b->tag = tag;
   r.head = b;
-  if (__builtin_expect(++r.count < kRemoteRunLength, 1)) return;
-  flush_run(h, i);
+  if (__builtin_expect(++r.count == kRemoteRunLength, 0)) return flush_run_and_leave(h, i, e);
+  runs_leave(h, e);
 }
 
 void heap_offset_growth(Heap* h, size_t bytes) {
@@ -921,9 +1010,63 @@ void heap_reset(Heap* h) {
 
 // ---- memory return ----
 
+namespace {
+
+// Takes the runs of every thread heap whose owner has not touched them since
+// the last look (force: of every thread heap not inside a section) and
+// pushes them. True if some are left to look at again.
+bool collect_runs(bool force) {
+  if (g_runs_collectable.load(std::memory_order_relaxed) < 0) return false;
+  if (!g_runs_collector.try_lock()) return true;
+  bool pending = false, claimed = false;
+  heap_for_each([&](Heap* h) {
+    if (h->kind != HeapKind::kThread || h->runs_pending.load(std::memory_order_relaxed) == 0)
+      return;
+    uint32_t e = h->runs_epoch.load(std::memory_order_acquire);
+    uint32_t seen = h->runs_seen_epoch.exchange(e, std::memory_order_relaxed);
+    if ((e & 1) || (!force && e != seen)) {
+      pending = true;  // freeing now, or since the last look
+      return;
+    }
+    h->runs_claim_epoch = e;
+    h->runs_claimed.store(true, std::memory_order_relaxed);
+    claimed = true;
+  });
+  if (claimed) {
+    bool ordered = os::process_barrier();
+    if (!ordered) g_runs_collectable.store(-1, std::memory_order_relaxed);
+    heap_for_each([&](Heap* h) {
+      if (h->kind != HeapKind::kThread || !h->runs_claimed.load(std::memory_order_relaxed)) return;
+      RemoteRun taken[kRemoteRunSlots];
+      unsigned n = 0;
+      // Still the epoch of the claim: no section was open at the barrier, and
+      // any opened since sees the claim and leaves the runs alone.
+      if (ordered && h->runs_epoch.load(std::memory_order_acquire) == h->runs_claim_epoch) {
+        uint64_t m = h->runs_pending.load(std::memory_order_relaxed);
+        for (uint64_t k = m; k; k &= k - 1) taken[n++] = h->runs[__builtin_ctzll(k)];
+        // The bits go first: a fork child that inherits a slot whose bit is
+        // clear but whose slab is set pushes it at most once (this copy is
+        // not in the child).
+        h->runs_pending.store(0, std::memory_order_relaxed);
+        for (uint64_t k = m; k; k &= k - 1) h->runs[__builtin_ctzll(k)].slab = nullptr;
+      } else if (ordered) {
+        pending = true;
+      }
+      h->runs_claimed.store(false, std::memory_order_release);
+      for (unsigned k = 0; k < n; ++k)
+        push_remote(taken[k].slab, taken[k].head, taken[k].tail, taken[k].count);
+    });
+    if (ordered) g_runs_collectable.store(1, std::memory_order_relaxed);
+  }
+  g_runs_collector.unlock();
+  return pending;
+}
+}  // namespace
+
 bool heap_purge_all(bool force) {
   uint64_t now = os::now_ms();
-  bool pending = huge_purge(now, force);
+  bool pending = collect_runs(force);
+  pending |= huge_purge(now, force);
   auto purge = [&](Heap* h) {
     if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;
     if (force) {
@@ -943,7 +1086,7 @@ bool heap_purge_all(bool force) {
 void heap_collect_current() {
   Heap* h = heap_current();
   if (heap_is_placeholder(h)) return;
-  flush_runs(h);
+  flush_runs_now(h);
   uint64_t now = os::now_ms();
   // Ready slabs stay detached: none is empty (the last free retires a
   // detached slab), and taken back they would wait for this thread.

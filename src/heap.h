@@ -87,8 +87,9 @@ void heap_destroy(Heap* h);
 void heap_reset(Heap* h);
 
 // --- memory return ---
-// Purge what is due in every heap (force: everything free now). Returns true
-// when something is still waiting for its delay.
+// Purge what is due in every heap (force: everything free now), and push the
+// runs of threads that stopped freeing (force: of every thread). Returns true
+// when something is still waiting for its delay, or runs for their thread.
 bool heap_purge_all(bool force);
 // The calling thread hands back everything it can now.
 void heap_collect_current();

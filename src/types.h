@@ -185,15 +185,23 @@ struct Heap {
   // --- statistics, owner-written, read racily on demand ---
   uint64_t blocks_handed = 0;  // blocks made available (carved or collected)
   uint64_t idle_epoch = 0;     // medium slabs kept empty so far (release_idle_medium)
-  // --- remote frees held back (a live thread heap's own thread only) ---
-  uint64_t runs_pending = 0;  // a bit per non-empty slot of `runs`
+  // --- remote frees held back (a live thread heap's own thread; see heap.cpp) ---
+  // The owner works on its runs only while runs_epoch is odd; a collector
+  // takes the runs of a thread that stopped freeing only while it has set
+  // runs_claimed. A placeholder holds none: its epoch is odd for good.
+  std::atomic<uint32_t> runs_epoch{0};
+  std::atomic<bool> runs_claimed{false};
+  std::atomic<uint32_t> runs_seen_epoch{0};  // the epoch a collector saw last
+  uint32_t runs_claim_epoch = 0;             // the epoch at the claim (collector only)
+  std::atomic<uint64_t> runs_pending{0};     // a bit per non-empty slot of `runs`
   RemoteRun runs[kRemoteRunSlots] = {};
   const Slab* run_seen[kRemoteRunSlots] = {};  // the slab each slot's last remote free went to
 
   constexpr Heap() = default;
   // The empty heap: every size points at a slab with no free block, so the
   // fast path needs no "initialised?" test.
-  constexpr explicit Heap(Slab* empty) {
+  constexpr explicit Heap(Slab* empty, bool placeholder = false)
+      : runs_epoch(placeholder ? 1 : 0), runs_claimed(placeholder) {
     for (auto& d : direct) d = empty;
   }
 };

@@ -56,6 +56,12 @@ void sleep_ms(uint32_t ms);  // may end early on a signal
 // Block while *word == expected, at most timeout_ms; wake() wakes all waiters.
 void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms);
 void wake(const uint32_t* word);
+// Every thread of the process passes a full memory barrier before this
+// returns, so a thread that only orders its own stores and loads with a
+// compiler barrier is ordered against the caller (the heavy half of an
+// asymmetric fence). False where the system offers none; then nothing
+// may rely on it.
+bool process_barrier();
 // Start a detached helper thread that blocks every signal; false on failure.
 bool start_thread(void (*fn)(void*), void* arg);
 // Whether helper threads may start before process start-up ran (Windows:

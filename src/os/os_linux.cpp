@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -211,6 +212,19 @@ void wake(const uint32_t* word) {
   int saved = errno;
   syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
   errno = saved;
+}
+
+// membarrier's expedited command interrupts only the CPUs running this
+// process's threads; it needs registering once (Linux 4.14; a seccomp filter
+// may forbid it: then no barrier).
+bool process_barrier() {
+  static std::atomic<int> state{0};  // 0: not asked yet, 1: registered, -1: unavailable
+  int st = state.load(std::memory_order_acquire);
+  if (st == 0) {
+    st = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+    state.store(st, std::memory_order_release);
+  }
+  return st == 1 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
 namespace {

@@ -2,7 +2,8 @@
 // swaps freshly allocated blocks into shared slots and frees what it takes
 // out, so blocks migrate between threads (and outlive the thread that made
 // them). Every block carries a cookie over its whole contents, checked
-// before it is freed. Usage: stress [WAVES] [THREADS] [OPS_PER_THREAD]
+// before it is freed, and a collector thread runs gr_collect(true) all the
+// while. Usage: stress [WAVES] [THREADS] [OPS_PER_THREAD]
 // Exits non-zero on the first damaged block. Calls gr_* directly, so the
 // same source builds against the core for ThreadSanitizer.
 #include <atomic>
@@ -124,7 +125,18 @@ int main(int argc, char** argv) {
   for (unsigned w = 0; w < waves && !g_failed.load(); ++w) {
     std::vector<std::thread> ts;
     for (unsigned t = 0; t < threads; ++t) ts.emplace_back(worker, id++, ops);
+    // Meanwhile a collector keeps taking the frees the workers hold back for
+    // other threads, whenever one is between two of them.
+    std::atomic<bool> done{false};
+    std::thread collector([&] {
+      while (!done.load()) {
+        gr_collect(true);
+        std::this_thread::yield();
+      }
+    });
     for (auto& t : ts) t.join();
+    done.store(true);
+    collector.join();
   }
   for (auto& s : g_slots)
     if (uint8_t* p = s.exchange(nullptr)) check_and_free(p);

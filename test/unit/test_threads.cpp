@@ -323,6 +323,41 @@ TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") 
         [] {}, [] {});
     REQUIRE(live_now() == before);
   }
+#if !defined(_WIN32)
+  // Linux: a collector may take another thread's runs (a process-wide
+  // barrier orders it against that thread; Windows goes without).
+  SECTION("when the freeing thread waits: gr_collect(true) on another thread") {
+    size_t after_collect = 0;
+    on_freer_thread(
+        [&] {
+          for (void* p : blocks) gr_free(p);
+        },
+        [&] {
+          gr_collect(true);
+          after_collect = live_now();
+        },
+        [] {});
+    REQUIRE(after_collect == before);
+  }
+  SECTION("when the freeing thread waits: the purge thread") {
+    bool back = false;
+    on_freer_thread(
+        [&] {
+          for (void* p : blocks) gr_free(p);
+        },
+        [&] {
+          // The purge thread looks every eighth of the purge delay and takes
+          // the runs of a thread it saw idle twice; the bound only keeps a
+          // broken build from hanging.
+          for (int i = 0; i < 2000 && !back; ++i) {
+            back = live_now() == before;
+            if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
+        },
+        [] {});
+    REQUIRE(back);
+  }
+#endif
   SECTION("when the freeing thread next allocates past its slab") {
     size_t after_alloc = 0;
     on_freer_thread(
