@@ -300,13 +300,16 @@ TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") 
   REQUIRE(c < live_after.size());
   size_t before = live_before[c];
   auto live_now = [&] { return class_live()[c]; };
+  auto free_all = [&] {
+    for (void* p : blocks) gr_free(p);
+  };
 
   SECTION("when the freeing thread calls gr_collect") {
     size_t after_collect = 0;
     on_freer_thread(
         [&] {
           gr_free(gr_malloc(8));  // a thread with a heap of its own
-          for (void* p : blocks) gr_free(p);
+          free_all();
         },
         [] {},
         [&] {
@@ -317,10 +320,7 @@ TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") 
   }
   SECTION("when the freeing thread exits") {
     on_freer_thread(
-        [&] {
-          for (void* p : blocks) gr_free(p);
-        },
-        [] {}, [] {});
+        free_all, [] {}, [] {});
     REQUIRE(live_now() == before);
   }
 #if !defined(_WIN32)
@@ -329,9 +329,7 @@ TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") 
   SECTION("when the freeing thread waits: gr_collect(true) on another thread") {
     size_t after_collect = 0;
     on_freer_thread(
-        [&] {
-          for (void* p : blocks) gr_free(p);
-        },
+        free_all,
         [&] {
           gr_collect(true);
           after_collect = live_now();
@@ -342,9 +340,7 @@ TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") 
   SECTION("when the freeing thread waits: the purge thread") {
     bool back = false;
     on_freer_thread(
-        [&] {
-          for (void* p : blocks) gr_free(p);
-        },
+        free_all,
         [&] {
           // The purge thread looks every eighth of the purge delay and takes
           // the runs of a thread it saw idle twice; the bound only keeps a
@@ -361,10 +357,7 @@ TEST_CASE("cross-thread frees held back by the freeing thread reach the owner") 
   SECTION("when the freeing thread next allocates past its slab") {
     size_t after_alloc = 0;
     on_freer_thread(
-        [&] {
-          for (void* p : blocks) gr_free(p);
-        },
-        [] {},
+        free_all, [] {},
         [&] {
           // Enough blocks of another class to need its slow path.
           std::vector<void*> own(4096);
