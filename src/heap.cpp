@@ -769,21 +769,20 @@ namespace {
 // nothing needs waking for them (set by the first collector that tries).
 std::atomic<int> g_runs_collectable{0};
 
-// A remote free that found no run of its slab in its slot (inside a
-// section): push it now, or start a run there. True if h held no runs
-// before: the purge thread may have to come and take them.
-bool start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
-  if (s->heap->kind == HeapKind::kFirstClass || s->block_size > kRemoteRunMaxBlock) {
-    free_remote(s, b, tag);
-    return false;
-  }
-  // A run starts at the second free in a row that the slot sees for a slab:
-  // frees scattered over many slabs (no run would grow) go straight on, and
-  // a slab freed into again takes the slot over from a run gone stale.
-  if (h->run_seen[i] != s) {
-    h->run_seen[i] = s;
-    free_remote(s, b, tag);
-    return false;
+// A remote free that found no run of its slab in its slot: push it now, or
+// start a run there. Out of line and closing the section itself (as does
+// flush_run_and_leave), so heap_free_remote stays a leaf that saves nothing.
+__attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i,
+                                         uint32_t e) {
+  bool held = s->heap->kind != HeapKind::kFirstClass && s->block_size <= kRemoteRunMaxBlock;
+  // A run starts at the second free in a row that the slot sees for a slab
+  // that may hold one: frees scattered over many slabs (no run would grow)
+  // go straight on, and a slab freed into again takes the slot over from a
+  // run gone stale.
+  if (!held || h->run_seen[i] != s) {
+    if (held) h->run_seen[i] = s;
+    runs_leave(h, e);
+    return free_remote(s, b, tag);
   }
   RemoteRun& r = h->runs[i];
   if (r.slab) flush_run(h, i);
@@ -792,17 +791,10 @@ bool start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i) {
   r = {s, b, b, 1};
   uint64_t pending = h->runs_pending.load(std::memory_order_relaxed);
   h->runs_pending.store(pending | uint64_t{1} << i, std::memory_order_relaxed);
-  return pending == 0;
-}
-
-// The fast path's two ways out that call on: out of line and closing the
-// section themselves, so heap_free_remote stays a leaf that saves nothing.
-__attribute__((noinline)) void start_run_and_leave(Heap* h, Slab* s, Block* b, uintptr_t tag,
-                                                   unsigned i, uint32_t e) {
-  bool first = start_run(h, s, b, tag, i);
   runs_leave(h, e);
-  // Outside the section: starting the purge thread allocates.
-  if (first && g_runs_collectable.load(std::memory_order_relaxed) >= 0) purge_notify();
+  // The first run held: the purge thread may have to come and take it
+  // (outside the section: starting that thread allocates).
+  if (pending == 0 && g_runs_collectable.load(std::memory_order_relaxed) >= 0) purge_notify();
 }
 
 __attribute__((noinline)) void flush_run_and_leave(Heap* h, unsigned i, uint32_t e) {
@@ -814,8 +806,7 @@ __attribute__((noinline)) void flush_run_and_leave(Heap* h, unsigned i, uint32_t
 // path. A thread that only frees (a consumer) gets a heap for its runs at
 // its first remote free; one that has left pushes each block at once.
 __attribute__((noinline)) void free_unheld(Heap* h, Slab* s, Block* b, uintptr_t tag) {
-  if (h == &g_empty_heap && (h = heap_thread_init()) != nullptr && !heap_is_placeholder(h))
-    return heap_free_remote(h, s, b, tag);
+  if (h == &g_empty_heap && (h = heap_thread_init())) return heap_free_remote(h, s, b, tag);
   free_remote(s, b, tag);
 }
 
@@ -839,7 +830,7 @@ __attribute__((noinline)) void heap_free_remote(Heap* h, Slab* s, Block* b, uint
   // Descriptors are 128 bytes apart: within a segment each slab has its own slot.
   unsigned i = unsigned(uintptr_t(s) >> 7) % kRemoteRunSlots;
   RemoteRun& r = h->runs[i];
-  if (__builtin_expect(r.slab != s, 0)) return start_run_and_leave(h, s, b, tag, i, e);
+  if (__builtin_expect(r.slab != s, 0)) return start_run(h, s, b, tag, i, e);
   b->next = r.head;
   b->tag = tag;
   r.head = b;
@@ -1028,7 +1019,6 @@ bool collect_runs(bool force) {
       pending = true;  // freeing now, or since the last look
       return;
     }
-    h->runs_claim_epoch = e;
     h->runs_claimed.store(true, std::memory_order_relaxed);
     claimed = true;
   });
@@ -1039,9 +1029,11 @@ bool collect_runs(bool force) {
       if (h->kind != HeapKind::kThread || !h->runs_claimed.load(std::memory_order_relaxed)) return;
       RemoteRun taken[kRemoteRunSlots];
       unsigned n = 0;
-      // Still the epoch of the claim: no section was open at the barrier, and
-      // any opened since sees the claim and leaves the runs alone.
-      if (ordered && h->runs_epoch.load(std::memory_order_acquire) == h->runs_claim_epoch) {
+      // Still the epoch of the claim (the one just seen): no section was open
+      // at the barrier, and any opened since sees the claim and leaves the
+      // runs alone.
+      if (ordered && h->runs_epoch.load(std::memory_order_acquire) ==
+                         h->runs_seen_epoch.load(std::memory_order_relaxed)) {
         uint64_t m = h->runs_pending.load(std::memory_order_relaxed);
         for (uint64_t k = m; k; k &= k - 1) taken[n++] = h->runs[__builtin_ctzll(k)];
         // The bits go first: a fork child that inherits a slot whose bit is

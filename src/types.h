@@ -192,7 +192,6 @@ struct Heap {
   std::atomic<uint32_t> runs_epoch{0};
   std::atomic<bool> runs_claimed{false};
   std::atomic<uint32_t> runs_seen_epoch{0};  // the epoch a collector saw last
-  uint32_t runs_claim_epoch = 0;             // the epoch at the claim (collector only)
   std::atomic<uint64_t> runs_pending{0};     // a bit per non-empty slot of `runs`
   RemoteRun runs[kRemoteRunSlots] = {};
   const Slab* run_seen[kRemoteRunSlots] = {};  // the slab each slot's last remote free went to
