@@ -215,16 +215,20 @@ void wake(const uint32_t* word) {
 }
 
 // membarrier's expedited command interrupts only the CPUs running this
-// process's threads; it needs registering once (Linux 4.14; a seccomp filter
-// may forbid it: then no barrier).
+// process's threads. It needs registering (Linux 4.14): once, and again if a
+// call says this process is not (a kernel that does not carry it into a fork
+// child). A seccomp filter may forbid it: then no barrier, for good.
 bool process_barrier() {
-  static std::atomic<int> state{0};  // 0: not asked yet, 1: registered, -1: unavailable
-  int st = state.load(std::memory_order_acquire);
-  if (st == 0) {
-    st = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
-    state.store(st, std::memory_order_release);
+  static std::atomic<bool> unavailable{false};
+  if (unavailable.load(std::memory_order_relaxed)) return false;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return true;
+    if (errno != EPERM ||
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
+      break;
   }
-  return st == 1 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+  unavailable.store(true, std::memory_order_relaxed);
+  return false;
 }
 
 namespace {
