@@ -765,9 +765,9 @@ bool heap_grow_span(void* p, size_t size) {
 }
 
 namespace {
-// -1: this system has no process barrier, so no collector takes runs and
-// nothing needs waking for them (set by the first collector that tries).
-std::atomic<int> g_runs_collectable{0};
+// This system has no process barrier: no collector takes runs, and nothing
+// needs waking for them (found by the first collector that tries).
+std::atomic<bool> g_no_process_barrier{false};
 
 // A remote free that found no run of its slab in its slot: push it now, or
 // start a run there. Out of line and closing the section itself (as does
@@ -794,7 +794,7 @@ __attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t t
   runs_leave(h, e);
   // The first run held: the purge thread may have to come and take it
   // (outside the section: starting that thread allocates).
-  if (pending == 0 && g_runs_collectable.load(std::memory_order_relaxed) >= 0) purge_notify();
+  if (pending == 0 && !g_no_process_barrier.load(std::memory_order_relaxed)) purge_notify();
 }
 
 __attribute__((noinline)) void flush_run_and_leave(Heap* h, unsigned i, uint32_t e) {
@@ -1007,7 +1007,7 @@ namespace {
 // the last look (force: of every thread heap not inside a section) and
 // pushes them. True if some are left to look at again.
 bool collect_runs(bool force) {
-  if (g_runs_collectable.load(std::memory_order_relaxed) < 0) return false;
+  if (g_no_process_barrier.load(std::memory_order_relaxed)) return false;
   if (!g_runs_collector.try_lock()) return true;
   bool pending = false, claimed = false;
   heap_for_each([&](Heap* h) {
@@ -1024,7 +1024,7 @@ bool collect_runs(bool force) {
   });
   if (claimed) {
     bool ordered = os::process_barrier();
-    if (!ordered) g_runs_collectable.store(-1, std::memory_order_relaxed);
+    if (!ordered) g_no_process_barrier.store(true, std::memory_order_relaxed);
     heap_for_each([&](Heap* h) {
       if (h->kind != HeapKind::kThread || !h->runs_claimed.load(std::memory_order_relaxed)) return;
       RemoteRun taken[kRemoteRunSlots];
@@ -1048,7 +1048,6 @@ bool collect_runs(bool force) {
       for (unsigned k = 0; k < n; ++k)
         push_remote(taken[k].slab, taken[k].head, taken[k].tail, taken[k].count);
     });
-    if (ordered) g_runs_collectable.store(1, std::memory_order_relaxed);
   }
   g_runs_collector.unlock();
   return pending;
