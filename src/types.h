@@ -199,8 +199,7 @@ struct Heap {
   constexpr Heap() = default;
   // The empty heap: every size points at a slab with no free block, so the
   // fast path needs no "initialised?" test.
-  constexpr explicit Heap(Slab* empty, bool placeholder = false)
-      : runs_epoch(placeholder ? 1 : 0), runs_claimed(placeholder) {
+  constexpr explicit Heap(Slab* empty, bool placeholder = false) : runs_epoch(placeholder ? 1 : 0) {
     for (auto& d : direct) d = empty;
   }
 };
