@@ -520,7 +520,10 @@ Heap* heap_new() {
 
 // An owner gives up an attached slab (already out of its queue): an empty
 // one goes back to its segment; otherwise it becomes detached with its free
-// blocks pre-counted, so later frees return it without an owner.
+// blocks pre-counted, so later frees return it without an owner. Any free
+// block makes it ready: the next thread to take this heap then fills the
+// holes its last owner left before it carves a new slab (threads that come
+// and go one after another would otherwise stack up a slab per class each).
 void hand_over(Heap* h, Slab* s) {
   for (;;) {
     slab_collect(s);
@@ -530,7 +533,7 @@ void hand_over(Heap* h, Slab* s) {
       return;
     }
     uint32_t free_count = s->capacity - s->used;
-    bool ready = free_count >= slab_ready_threshold(s);
+    bool ready = free_count > 0;
     uint64_t expected = kAttached;
     if (s->remote.compare_exchange_strong(
             expected, remote_pack(s->free, free_count, ready ? kQueued : kDetached),

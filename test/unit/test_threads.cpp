@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -436,4 +437,36 @@ TEST_CASE("slabs emptied by other threads go back while their owner allocates ot
   size_t slabs_bytes = kBlocks * kSize;
   INFO("committed before the second half " << before.committed << ", after " << after.committed);
   REQUIRE(after.committed + slabs_bytes / 2 < before.committed);
+}
+
+TEST_CASE("a thread that takes over an exited thread's heap fills the holes it left") {
+  // The exited thread freed one block in 64 of its slabs, far below the
+  // share that makes a slab ready while its owner lives. The next thread
+  // (it gets the same heap: the pool hands out the last one parked) must
+  // allocate those holes before it carves new slabs.
+  constexpr size_t kBlocks = 200000, kSize = 48, kEvery = 64;  // over 100 slabs
+  std::vector<void*> blocks(kBlocks);
+  std::thread([&] {
+    for (auto& p : blocks) p = gr_malloc(kSize);
+    for (size_t i = 0; i < kBlocks; i += kEvery) {
+      gr_free(blocks[i]);
+      blocks[i] = nullptr;
+    }
+  }).join();
+  std::vector<uintptr_t> slices;
+  for (void* p : blocks)
+    if (p) slices.push_back(uintptr_t(p) >> 16);
+  std::sort(slices.begin(), slices.end());
+  // More holes than one slab holds, so the last slab's uncarved room can't serve them all.
+  std::vector<void*> refill(kBlocks / kEvery);
+  std::thread([&] {
+    for (auto& p : refill) p = gr_malloc(kSize);
+  }).join();
+  size_t outside = 0;
+  for (void* p : refill)
+    outside += !std::binary_search(slices.begin(), slices.end(), uintptr_t(p) >> 16);
+  for (void* p : refill) gr_free(p);
+  for (void* p : blocks) gr_free(p);
+  INFO(outside << " of " << refill.size() << " blocks came from new slabs");
+  REQUIRE(outside == 0);
 }
