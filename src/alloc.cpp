@@ -88,7 +88,11 @@ extern "C" void gr_free(void* p) {
       b->next = s->free;
       b->tag = tag;
       s->free = b;
-      if (__builtin_expect(--s->used != 0, 1)) return;
+      // Last, with release: a collector that reads the count sees the rest
+      // (heap.cpp, OwnerSection). A plain store on x86.
+      uint32_t used = s->used - 1;
+      __atomic_store_n(&s->used, used, __ATOMIC_RELEASE);
+      if (__builtin_expect(used != 0, 1)) return;
       return heap_slab_empty(h, s);
     }
     if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(h, s, b, tag);

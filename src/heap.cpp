@@ -58,6 +58,46 @@ inline uintptr_t next_key(Heap* h) {
   return x | 1;
 }
 
+// ---- the owner's queues: sections, for a collector ----
+// Other threads' frees to an attached slab wait on its remote list until the
+// owner collects them, and an owner that went idle keeps such slabs for as
+// long as it idles, even once every block in them is free. A collector
+// takes a slab whose blocks are all free (`used`, the blocks out of the
+// local list, equals its remote count) from inside a queue, never an end:
+// no fast path touches such a slab again (malloc pops only from heads, a
+// local free needs a live block, heap_slab_empty reads only the ends), and
+// the local free stores `used` last, with release, so the collector that
+// reads the count sees that free's other stores. What remains is the
+// owner's slow paths, which walk and change the queues: they run in a
+// section (odd owner_epoch) paired with owner_claimed as runs_enter's is
+// with runs_claimed. Sections nest; the outermost waits while a collector
+// holds the claim (it holds no lock there, and a collector holds a claim
+// only briefly, never on its own heap).
+class OwnerSection {
+ public:
+  explicit OwnerSection(Heap* h) : h_(h) {
+    if (h->owner_depth++ != 0) return;
+    for (;;) {
+      uint32_t e = h->owner_epoch.load(std::memory_order_relaxed);
+      h->owner_epoch.store(e + 1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      if (__builtin_expect(!h->owner_claimed.load(std::memory_order_acquire), 1)) return;
+      h->owner_epoch.store(e + 2, std::memory_order_release);
+      while (h->owner_claimed.load(std::memory_order_acquire)) os::yield();
+    }
+  }
+  ~OwnerSection() {
+    if (--h_->owner_depth == 0)
+      h_->owner_epoch.store(h_->owner_epoch.load(std::memory_order_relaxed) + 1,
+                            std::memory_order_release);
+  }
+  OwnerSection(const OwnerSection&) = delete;
+  OwnerSection& operator=(const OwnerSection&) = delete;
+
+ private:
+  Heap* h_;
+};
+
 // ---- the owner's class queues (owner only) ----
 
 void direct_update(Heap* h, unsigned c) {
@@ -199,6 +239,7 @@ void retire_locked(Heap* h, Slab* s) {
 // An owner's empty slab goes back to its segment. Out of line, so that
 // heap_slab_empty's common outcome (the slab is kept) saves no registers.
 __attribute__((noinline)) void release_empty(Heap* h, Slab* s) {
+  OwnerSection section(h);  // nests inside alloc_class's
   queue_remove(h, s);
   {
     LockGuard guard(h->lock);
@@ -308,6 +349,7 @@ inline void runs_leave(Heap* h, uint32_t e) {
 void flush_runs(Heap* h);
 
 void* alloc_class(Heap* h, unsigned c) {
+  OwnerSection section(h);
   // The owner's slow path: the frees this thread held back for other heaps
   // go now, so they wait at most as long as one of its own slabs lasts
   // (threads that exchange blocks both ways get theirs back as they need
@@ -565,10 +607,13 @@ void park_spare(Heap* h) {
 // The owner thread leaves: every attached slab is handed over.
 void heap_abandon(Heap* h) {
   flush_runs_now(h);
-  for (unsigned c = 0; c < kClassCount; ++c) {
-    while (Slab* s = h->queues[c].head) {
-      queue_remove(h, s);
-      hand_over(h, s);
+  {
+    OwnerSection section(h);
+    for (unsigned c = 0; c < kClassCount; ++c) {
+      while (Slab* s = h->queues[c].head) {
+        queue_remove(h, s);
+        hand_over(h, s);
+      }
     }
   }
   LockGuard guard(g_pool_lock);
@@ -590,6 +635,9 @@ void abandon_in_child(Heap* h) {
   h->runs_pending.store(0, std::memory_order_relaxed);
   for (RemoteRun& r : h->runs) r.slab = nullptr;
   h->runs_epoch.store(0, std::memory_order_relaxed);
+  // It may have been inside a section too.
+  h->owner_epoch.store(0, std::memory_order_relaxed);
+  h->owner_depth = 0;
   for (unsigned c = 0; c < kClassCount; ++c) {
     Slab* s = h->queues[c].head;
     h->queues[c] = {};
@@ -671,6 +719,7 @@ void heap_abandon_others_in_child() {
   g_runs_collector.reset();
   heap_for_each([self](Heap* h) {
     h->runs_claimed.store(false, std::memory_order_relaxed);
+    h->owner_claimed.store(false, std::memory_order_relaxed);
     if (h != self && h->kind == HeapKind::kThread &&
         h->state.load(std::memory_order_relaxed) == HeapState::kLive) {
       abandon_in_child(h);
@@ -851,7 +900,9 @@ void heap_offset_growth(Heap* h, size_t bytes) {
 // Off the free fast path: kept out of line so free stays a leaf without spills.
 __attribute__((noinline)) void heap_slab_empty(Heap* h, Slab* s) {
   SlabQueue& q = h->queues[s->size_class];
-  if (q.head == s && q.tail == s) {  // keep one slab per class: no thrash at a boundary
+  // Keep one slab per class: no thrash at a boundary. No section for the
+  // test (the common outcome): a collector changes neither end of a queue.
+  if (q.head == s && q.tail == s) {
     if (s->size_class >= kSmallClassCount) s->free_since = ++h->idle_epoch;
     return;
   }
@@ -918,7 +969,10 @@ void heap_free_slow(void* p) {
     report_error(ErrorKind::kDoubleFree, p, s->block_size);
     return;
   }
-  if (local) return free_local(h, s, b);
+  if (local) {
+    OwnerSection section(h);
+    return free_local(h, s, b);
+  }
   free_remote(s, b, block_tag(s, b));
 }
 
@@ -1006,60 +1060,124 @@ void heap_reset(Heap* h) {
 
 namespace {
 
+// Looks at other owners' queues: the last one (under g_runs_collector), and
+// how many since the last purge pass that had other work pending.
+uint64_t g_slabs_looked_ms = 0;
+std::atomic<unsigned> g_slab_looks_since_busy{0};
+
+// Under h's claim, with no owner section open: take out of h's queues every
+// slab whose blocks are all free and came back from other threads, linked
+// through `next` onto *out. Not a queue's head or tail: the fast paths read
+// those (malloc pops from the head; heap_slab_empty tests both ends).
+void take_free_slabs(Heap* h, Slab** out) {
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    SlabQueue& q = h->queues[c];
+    for (Slab *s = q.head ? q.head->next : nullptr, *next; s && s != q.tail; s = next) {
+      next = s->next;
+      // `used` first: it only falls while the owner stays out (it allocates
+      // from heads only), the remote count only rises, so equal counts read
+      // in this order mean no block was live at the second read.
+      uint32_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+      if (used == 0 || remote_count(s->remote.load(std::memory_order_acquire)) != used) continue;
+      queue_remove(h, s);  // neither end: only its neighbours' links change
+      s->next = *out;
+      *out = s;
+    }
+  }
+}
+
 // Takes the runs of every thread heap whose owner has not touched them since
 // the last look (force: of every thread heap not inside a section) and
-// pushes them. True if some are left to look at again.
-bool collect_runs(bool force) {
+// pushes them. Then, once a purge delay (force: now), the same for the
+// queues of other threads: the slabs that their blocks all came back to go
+// back to their segments. True if runs are left to look at again.
+bool collect_idle(bool force, uint64_t now) {
   if (g_no_process_barrier.load(std::memory_order_relaxed)) return false;
   if (!g_runs_collector.try_lock()) return true;
+  // Queues: at most once a purge delay (heap_purge_all asks for two looks
+  // after any work, so an owner that went idle meanwhile is seen idle twice).
+  bool slabs =
+      !kSecure && (force || now - g_slabs_looked_ms >= uint64_t(option(GR_OPTION_PURGE_DELAY)));
+  if (slabs) {
+    g_slabs_looked_ms = now;
+    g_slab_looks_since_busy.fetch_add(1, std::memory_order_relaxed);
+  }
+  Heap* self = heap_current();
   bool pending = false, claimed = false;
   heap_for_each([&](Heap* h) {
-    if (h->kind != HeapKind::kThread || h->runs_pending.load(std::memory_order_relaxed) == 0)
-      return;
-    uint32_t e = h->runs_epoch.load(std::memory_order_acquire);
-    uint32_t seen = h->runs_seen_epoch.exchange(e, std::memory_order_relaxed);
-    if ((e & 1) || (!force && e != seen)) {
-      pending = true;  // freeing now, or since the last look
-      return;
-    }
-    h->runs_claimed.store(true, std::memory_order_relaxed);
-    claimed = true;
-  });
-  if (claimed) {
-    bool ordered = os::process_barrier();
-    if (!ordered) g_no_process_barrier.store(true, std::memory_order_relaxed);
-    heap_for_each([&](Heap* h) {
-      if (h->kind != HeapKind::kThread || !h->runs_claimed.load(std::memory_order_relaxed)) return;
-      RemoteRun taken[kRemoteRunSlots];
-      unsigned n = 0;
-      // Still the epoch of the claim (the one just seen): no section was open
-      // at the barrier, and any opened since sees the claim and leaves the
-      // runs alone.
-      if (ordered && h->runs_epoch.load(std::memory_order_acquire) ==
-                         h->runs_seen_epoch.load(std::memory_order_relaxed)) {
-        uint64_t m = h->runs_pending.load(std::memory_order_relaxed);
-        for (uint64_t k = m; k; k &= k - 1) taken[n++] = h->runs[__builtin_ctzll(k)];
-        // The bits go first: a fork child that inherits a slot whose bit is
-        // clear but whose slab is set pushes it at most once (this copy is
-        // not in the child).
-        h->runs_pending.store(0, std::memory_order_relaxed);
-        for (uint64_t k = m; k; k &= k - 1) h->runs[__builtin_ctzll(k)].slab = nullptr;
-      } else if (ordered) {
-        pending = true;
+    if (h->kind != HeapKind::kThread) return;
+    if (h->runs_pending.load(std::memory_order_relaxed) != 0) {
+      uint32_t e = h->runs_epoch.load(std::memory_order_acquire);
+      uint32_t seen = h->runs_seen_epoch.exchange(e, std::memory_order_relaxed);
+      if ((e & 1) || (!force && e != seen)) {
+        pending = true;  // freeing now, or since the last look
+      } else {
+        h->runs_claimed.store(true, std::memory_order_relaxed);
+        claimed = true;
       }
-      h->runs_claimed.store(false, std::memory_order_release);
-      for (unsigned k = 0; k < n; ++k)
-        push_remote(taken[k].slab, taken[k].head, taken[k].tail, taken[k].count);
-    });
+    }
+    // Never our own heap: a section of ours would wait for us.
+    if (h == self || h->state.load(std::memory_order_acquire) != HeapState::kLive) return;
+    if (!slabs) return;
+    uint32_t e = h->owner_epoch.load(std::memory_order_acquire);
+    uint32_t seen = h->owner_seen_epoch.exchange(e, std::memory_order_relaxed);
+    if (!(e & 1) && (force || e == seen)) {
+      h->owner_claimed.store(true, std::memory_order_relaxed);
+      claimed = true;
+    }
+  });
+  if (!claimed) {
+    g_runs_collector.unlock();
+    return pending;
   }
+  bool ordered = os::process_barrier();
+  if (!ordered) g_no_process_barrier.store(true, std::memory_order_relaxed);
+  Slab* freed = nullptr;
+  heap_for_each([&](Heap* h) {
+    if (h->kind != HeapKind::kThread) return;
+    // Still the epochs of the claims (the ones just seen): no section was
+    // open at the barrier, and any opened since sees the claim and leaves
+    // the runs alone, or waits for the queues.
+    if (h->owner_claimed.load(std::memory_order_relaxed)) {
+      if (ordered && h->owner_epoch.load(std::memory_order_acquire) ==
+                         h->owner_seen_epoch.load(std::memory_order_relaxed))
+        take_free_slabs(h, &freed);
+      h->owner_claimed.store(false, std::memory_order_release);
+    }
+    if (!h->runs_claimed.load(std::memory_order_relaxed)) return;
+    RemoteRun taken[kRemoteRunSlots];
+    unsigned n = 0;
+    if (ordered && h->runs_epoch.load(std::memory_order_acquire) ==
+                       h->runs_seen_epoch.load(std::memory_order_relaxed)) {
+      uint64_t m = h->runs_pending.load(std::memory_order_relaxed);
+      for (uint64_t k = m; k; k &= k - 1) taken[n++] = h->runs[__builtin_ctzll(k)];
+      // The bits go first: a fork child that inherits a slot whose bit is
+      // clear but whose slab is set pushes it at most once (this copy is
+      // not in the child).
+      h->runs_pending.store(0, std::memory_order_relaxed);
+      for (uint64_t k = m; k; k &= k - 1) h->runs[__builtin_ctzll(k)].slab = nullptr;
+    } else if (ordered) {
+      pending = true;
+    }
+    h->runs_claimed.store(false, std::memory_order_release);
+    for (unsigned k = 0; k < n; ++k)
+      push_remote(taken[k].slab, taken[k].head, taken[k].tail, taken[k].count);
+  });
   g_runs_collector.unlock();
+  // Out of every queue, and no block in them is live: nobody else can reach them.
+  for (Slab *s = freed, *next; s; s = next) {
+    next = s->next;
+    Heap* h = s->heap;
+    LockGuard guard(h->lock);
+    return_slices(h, s, now);
+  }
   return pending;
 }
 }  // namespace
 
 bool heap_purge_all(bool force) {
   uint64_t now = os::now_ms();
-  bool pending = collect_runs(force);
+  bool pending = collect_idle(force, now);
   pending |= huge_purge(now, force);
   auto purge = [&](Heap* h) {
     if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;
@@ -1074,6 +1192,14 @@ bool heap_purge_all(bool force) {
   };
   heap_for_each(purge);
   purge(&g_thread_segments);
+  // Two more looks at other owners' queues after the last pass with work
+  // (none where nothing would look: no barrier, or purging is off).
+  if (pending)
+    g_slab_looks_since_busy.store(0, std::memory_order_relaxed);
+  else if (!kSecure && !g_no_process_barrier.load(std::memory_order_relaxed) &&
+           option(GR_OPTION_PURGE_DELAY) >= 0 &&
+           g_slab_looks_since_busy.load(std::memory_order_relaxed) < 2)
+    pending = true;
   return pending;
 }
 
@@ -1082,6 +1208,7 @@ void heap_collect_current() {
   if (heap_is_placeholder(h)) return;
   flush_runs_now(h);
   uint64_t now = os::now_ms();
+  OwnerSection section(h);
   // Ready slabs stay detached: none is empty (the last free retires a
   // detached slab), and taken back they would wait for this thread.
   for (unsigned c = 0; c < kClassCount; ++c) {

@@ -195,6 +195,14 @@ struct Heap {
   std::atomic<uint64_t> runs_pending{0};     // a bit per non-empty slot of `runs`
   RemoteRun runs[kRemoteRunSlots] = {};
   const Slab* run_seen[kRemoteRunSlots] = {};  // the slab each slot's last remote free went to
+  // --- the owner's queues, for a collector (a live thread heap; see heap.cpp) ---
+  // The owner walks or changes its queues only while owner_epoch is odd
+  // (owner_depth counts nested sections); a collector that set owner_claimed
+  // takes the slabs there whose blocks other threads freed, every one.
+  std::atomic<uint32_t> owner_epoch{0};
+  uint32_t owner_depth = 0;
+  std::atomic<bool> owner_claimed{false};
+  std::atomic<uint32_t> owner_seen_epoch{0};  // the epoch a collector saw last
 
   constexpr Heap() = default;
   // The empty heap: every size points at a slab with no free block, so the
