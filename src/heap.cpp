@@ -29,8 +29,11 @@ constinit thread_local Heap* tl_heap = &g_empty_heap;
 namespace {
 
 std::atomic<Heap*> g_registry{nullptr};
-SpinLock g_pool_lock;         // the two pools below
-SpinLock g_runs_collector;    // one collector of held-back runs at a time: a set claim is its own
+SpinLock g_pool_lock;       // the two pools below
+SpinLock g_runs_collector;  // one collector of held-back runs at a time: a set claim is its own
+// Looks at other owners' queues since the last purge pass that had other
+// work, or since a hint that an idle owner may have a slab to take.
+std::atomic<unsigned> g_slab_looks_since_busy{0};
 Heap* g_abandoned = nullptr;  // thread heaps whose thread exited
 Heap* g_spare = nullptr;      // destroyed first-class heaps
 
@@ -449,6 +452,13 @@ void free_local(Heap* h, Slab* s, Block* b) {
 __attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree outcome) {
   switch (outcome) {
     case RemoteFree::kPushed:
+      return;
+    case RemoteFree::kAllBack:
+      // The owner may be idle: the purge thread looks at its queues (twice,
+      // a purge delay apart, as after any work).
+      if (g_slab_looks_since_busy.load(std::memory_order_relaxed) != 0)
+        g_slab_looks_since_busy.store(0, std::memory_order_relaxed);
+      purge_notify();
       return;
     case RemoteFree::kNowEmpty: {
       {
@@ -1060,10 +1070,8 @@ void heap_reset(Heap* h) {
 
 namespace {
 
-// Looks at other owners' queues: the last one (under g_runs_collector), and
-// how many since the last purge pass that had other work pending.
+// The last look at other owners' queues (under g_runs_collector).
 uint64_t g_slabs_looked_ms = 0;
-std::atomic<unsigned> g_slab_looks_since_busy{0};
 
 // Under h's claim, with no owner section open: take out of h's queues every
 // slab whose blocks are all free and came back from other threads, linked

@@ -103,6 +103,15 @@ bool slab_collect(Slab* s) {
   return true;
 }
 
+namespace {
+// The owner's count, read without its cooperation: it writes `used` without
+// atomics, so this is only a hint (a benign race, kept from ThreadSanitizer:
+// the collector checks again with the owner held off).
+__attribute__((no_sanitize("thread"))) uint32_t used_hint(const Slab* s) {
+  return *static_cast<const volatile uint32_t*>(&s->used);
+}
+}  // namespace
+
 RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {
   // Acquire: having seen kDetached we read `capacity`, last written by the
   // owner before its detaching compare-and-swap.
@@ -119,6 +128,8 @@ RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {
   } while (!s->remote.compare_exchange_weak(w, next, std::memory_order_acq_rel,
                                             std::memory_order_acquire));
   if (next == kRetiring) return RemoteFree::kNowEmpty;
+  if (remote_state(w) == kAttached)
+    return !kSecure && n == used_hint(s) ? RemoteFree::kAllBack : RemoteFree::kPushed;
   if (remote_state(w) != kDetached) return RemoteFree::kPushed;
   uint32_t ready = slab_ready_threshold(s);
   return n >= ready && n - count < ready ? RemoteFree::kNowReady : RemoteFree::kPushed;

@@ -21,8 +21,9 @@ bool slab_extend(Slab* s);
 bool slab_collect(Slab* s);
 
 // Push the blocks head..tail (linked, tagged free), count of them, onto
-// `remote` at once, and say what that set off.
-enum class RemoteFree { kPushed, kNowReady, kNowEmpty };
+// `remote` at once, and say what that set off (kAllBack: every block of an
+// attached slab seems free now, a hint for the collector of idle owners).
+enum class RemoteFree { kPushed, kNowReady, kNowEmpty, kAllBack };
 RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count);
 
 // Head descriptor of the slab containing slice descriptor s (kTail → head).

@@ -478,22 +478,24 @@ TEST_CASE("a thread that takes over an exited thread's heap fills the holes it l
 TEST_CASE("slabs whose blocks all came back from other threads leave an owner that waits") {
   // The owner frees every other block itself, so its slabs stay its own, half
   // free; then it waits while this thread frees the rest. Only an owner
-  // collects its slabs' remote frees, and this one waits.
-  constexpr size_t kBlocks = 40000, kSize = 256;  // about 10 MB in 160 slabs
-  std::vector<void*> blocks(kBlocks);
+  // collects its slabs' remote frees, and this one waits. 256-byte blocks
+  // are held back in runs first; 2 KiB ones are pushed one by one.
+  size_t size = GENERATE(256, 2048);
+  const size_t count = (10u << 20) / size;  // 10 MB: 160 slabs
+  std::vector<void*> blocks(count);
   auto owner = [&] {
-    for (auto& p : blocks) p = gr_malloc(kSize);
-    for (size_t i = 0; i < kBlocks; i += 2) gr_free(blocks[i]);
+    for (auto& p : blocks) p = gr_malloc(size);
+    for (size_t i = 0; i < count; i += 2) gr_free(blocks[i]);
   };
   auto free_rest = [&] {
-    for (size_t i = 1; i < kBlocks; i += 2) gr_free(blocks[i]);
+    for (size_t i = 1; i < count; i += 2) gr_free(blocks[i]);
   };
   auto committed = [] {
     gr_stats_t st;
     gr_stats_get(&st);
     return st.committed;
   };
-  constexpr size_t kSlabsBytes = kBlocks * kSize;
+  const size_t drop = (10u << 20) * 3 / 4;
   size_t before = 0, after = 0;
   SECTION("at gr_collect(true) on another thread") {
     on_freer_thread(
@@ -512,18 +514,18 @@ TEST_CASE("slabs whose blocks all came back from other threads leave an owner th
         [&] {
           free_rest();
           before = committed();
-          // It looks at idle owners once a purge delay and takes
-          // from one it saw idle twice; the bound only keeps a
-          // broken build from hanging.
+          // It looks at idle owners once a purge delay and takes from one
+          // it saw idle twice; the bound only keeps a broken build from
+          // hanging.
           for (int i = 0; i < 2000; ++i) {
             after = committed();
-            if (after + kSlabsBytes * 3 / 4 < before) break;
+            if (after + drop < before) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
           }
         },
         [] {});
   }
-  INFO("committed " << before << " before, " << after << " after");
-  REQUIRE(after + kSlabsBytes * 3 / 4 < before);
+  INFO(size << "-byte blocks: committed " << before << " before, " << after << " after");
+  REQUIRE(after + drop < before);
 }
 #endif
