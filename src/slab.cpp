@@ -117,11 +117,15 @@ RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {
   // owner before its detaching compare-and-swap.
   uint64_t w = s->remote.load(std::memory_order_acquire);
   uint64_t next;
-  uint32_t n;
+  uint32_t n, mark;
   do {
     n = remote_count(w) + count;
     block_set_next(s, tail, remote_ptr(w));
-    if (remote_detached(w) && n == s->capacity)
+    // Read before the push: after it, other frees and a collector may
+    // retire the slab, and its segment may go back to the system.
+    // Detached: its capacity; attached: the owner's count, a hint.
+    mark = remote_detached(w) ? s->capacity : kSecure ? 0 : used_hint(s);
+    if (remote_detached(w) && n == mark)
       next = kRetiring;
     else
       next = remote_pack(head, n, remote_state(w));
@@ -129,9 +133,9 @@ RemoteFree slab_push_remote(Slab* s, Block* head, Block* tail, uint32_t count) {
                                             std::memory_order_acquire));
   if (next == kRetiring) return RemoteFree::kNowEmpty;
   if (remote_state(w) == kAttached)
-    return !kSecure && n == used_hint(s) ? RemoteFree::kAllBack : RemoteFree::kPushed;
+    return !kSecure && n == mark ? RemoteFree::kAllBack : RemoteFree::kPushed;
   if (remote_state(w) != kDetached) return RemoteFree::kPushed;
-  uint32_t ready = slab_ready_threshold(s);
+  uint32_t ready = ready_threshold(mark);
   return n >= ready && n - count < ready ? RemoteFree::kNowReady : RemoteFree::kPushed;
 }
 
