@@ -1073,6 +1073,20 @@ namespace {
 // The last look at other owners' queues (under g_runs_collector).
 uint64_t g_slabs_looked_ms = 0;
 
+// A collector's look at one of a heap's epochs: true when it is even (no
+// section open) and, unless forced, the one the last look saw; records it
+// for the next look and for still_claimed_epoch.
+bool quiet_epoch(std::atomic<uint32_t>& epoch, std::atomic<uint32_t>& seen, bool force) {
+  uint32_t e = epoch.load(std::memory_order_acquire);
+  uint32_t last = seen.exchange(e, std::memory_order_relaxed);
+  return !(e & 1) && (force || e == last);
+}
+// After the barrier: still the epoch of the claim, so no section was open at
+// the barrier, and any opened since sees the claim.
+bool still_claimed_epoch(const std::atomic<uint32_t>& epoch, const std::atomic<uint32_t>& seen) {
+  return epoch.load(std::memory_order_acquire) == seen.load(std::memory_order_relaxed);
+}
+
 // Under h's claim, with no owner section open: take out of h's queues every
 // slab whose blocks are all free and came back from other threads, linked
 // through `next` onto *out. Not a queue's head or tail: the fast paths read
@@ -1115,21 +1129,16 @@ bool collect_idle(bool force, uint64_t now) {
   heap_for_each([&](Heap* h) {
     if (h->kind != HeapKind::kThread) return;
     if (h->runs_pending.load(std::memory_order_relaxed) != 0) {
-      uint32_t e = h->runs_epoch.load(std::memory_order_acquire);
-      uint32_t seen = h->runs_seen_epoch.exchange(e, std::memory_order_relaxed);
-      if ((e & 1) || (!force && e != seen)) {
-        pending = true;  // freeing now, or since the last look
-      } else {
+      if (quiet_epoch(h->runs_epoch, h->runs_seen_epoch, force)) {
         h->runs_claimed.store(true, std::memory_order_relaxed);
         claimed = true;
+      } else {
+        pending = true;  // freeing now, or since the last look
       }
     }
     // Never our own heap: a section of ours would wait for us.
     if (h == self || h->state.load(std::memory_order_acquire) != HeapState::kLive) return;
-    if (!slabs) return;
-    uint32_t e = h->owner_epoch.load(std::memory_order_acquire);
-    uint32_t seen = h->owner_seen_epoch.exchange(e, std::memory_order_relaxed);
-    if (!(e & 1) && (force || e == seen)) {
+    if (slabs && quiet_epoch(h->owner_epoch, h->owner_seen_epoch, force)) {
       h->owner_claimed.store(true, std::memory_order_relaxed);
       claimed = true;
     }
@@ -1143,20 +1152,17 @@ bool collect_idle(bool force, uint64_t now) {
   Slab* freed = nullptr;
   heap_for_each([&](Heap* h) {
     if (h->kind != HeapKind::kThread) return;
-    // Still the epochs of the claims (the ones just seen): no section was
-    // open at the barrier, and any opened since sees the claim and leaves
-    // the runs alone, or waits for the queues.
+    // A section opened since the barrier waits for the queues' claim, and
+    // leaves the runs alone while theirs is set.
     if (h->owner_claimed.load(std::memory_order_relaxed)) {
-      if (ordered && h->owner_epoch.load(std::memory_order_acquire) ==
-                         h->owner_seen_epoch.load(std::memory_order_relaxed))
+      if (ordered && still_claimed_epoch(h->owner_epoch, h->owner_seen_epoch))
         take_free_slabs(h, &freed);
       h->owner_claimed.store(false, std::memory_order_release);
     }
     if (!h->runs_claimed.load(std::memory_order_relaxed)) return;
     RemoteRun taken[kRemoteRunSlots];
     unsigned n = 0;
-    if (ordered && h->runs_epoch.load(std::memory_order_acquire) ==
-                       h->runs_seen_epoch.load(std::memory_order_relaxed)) {
+    if (ordered && still_claimed_epoch(h->runs_epoch, h->runs_seen_epoch)) {
       uint64_t m = h->runs_pending.load(std::memory_order_relaxed);
       for (uint64_t k = m; k; k &= k - 1) taken[n++] = h->runs[__builtin_ctzll(k)];
       // The bits go first: a fork child that inherits a slot whose bit is

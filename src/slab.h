@@ -117,6 +117,5 @@ inline void block_set_next(const Slab* s, Block* b, Block* next) {
 }
 // Detached slabs go back to the owner once this many blocks came back.
 inline uint32_t ready_threshold(uint32_t capacity) { return (capacity + 7) / 8; }
-inline uint32_t slab_ready_threshold(const Slab* s) { return ready_threshold(s->capacity); }
 
 }  // namespace granule
