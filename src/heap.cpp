@@ -61,6 +61,20 @@ inline uintptr_t next_key(Heap* h) {
   return x | 1;
 }
 
+// ---- sections: the owner's half of the collectors' pairings ----
+// For owner sections (below) and runs_enter's alike: open a section at the
+// even epoch e and test the claim; a claim closes it again
+// (the epoch moves on to e + 2) and says so. No fence: the collector's
+// barrier orders the store before the test.
+inline bool epoch_enter(std::atomic<uint32_t>& epoch, const std::atomic<bool>& claimed,
+                        uint32_t e) {
+  epoch.store(e + 1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (__builtin_expect(!claimed.load(std::memory_order_acquire), 1)) return true;
+  epoch.store(e + 2, std::memory_order_release);
+  return false;
+}
+
 // ---- the owner's queues: sections, for a collector ----
 // Other threads' frees to an attached slab wait on its remote list until the
 // owner collects them, and an owner that went idle keeps such slabs for as
@@ -80,12 +94,8 @@ class OwnerSection {
  public:
   explicit OwnerSection(Heap* h) : h_(h) {
     if (h->owner_depth++ != 0) return;
-    for (;;) {
-      uint32_t e = h->owner_epoch.load(std::memory_order_relaxed);
-      h->owner_epoch.store(e + 1, std::memory_order_relaxed);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-      if (__builtin_expect(!h->owner_claimed.load(std::memory_order_acquire), 1)) return;
-      h->owner_epoch.store(e + 2, std::memory_order_release);
+    while (!epoch_enter(h->owner_epoch, h->owner_claimed,
+                        h->owner_epoch.load(std::memory_order_relaxed))) {
       while (h->owner_claimed.load(std::memory_order_acquire)) os::yield();
     }
   }
@@ -334,14 +344,7 @@ inline void* pop(Slab* s) {
 // without runs.
 inline bool runs_enter(Heap* h, uint32_t& e) {
   e = h->runs_epoch.load(std::memory_order_relaxed);
-  if (e & 1) return false;
-  h->runs_epoch.store(e + 1, std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (__builtin_expect(h->runs_claimed.load(std::memory_order_acquire), 0)) {
-    h->runs_epoch.store(e + 2, std::memory_order_release);
-    return false;
-  }
-  return true;
+  return !(e & 1) && epoch_enter(h->runs_epoch, h->runs_claimed, e);
 }
 
 // e: the epoch runs_enter read.
