@@ -544,7 +544,9 @@ void flush_runs_now(Heap* h) {
   }
 }
 
-Heap* heap_new() {
+// kind is set before the heap is published (a fresh one) or as soon as it
+// is rebuilt (a spare, which collectors may be reading meanwhile).
+Heap* heap_new(HeapKind kind) {
   Heap* h = nullptr;
   {
     LockGuard guard(g_pool_lock);
@@ -557,11 +559,13 @@ Heap* heap_new() {
     Heap* registry_next = h->registry_next.load(std::memory_order_relaxed);
     h->~Heap();
     new (h) Heap(&g_empty_slab);
+    h->kind = kind;
     h->registry_next.store(registry_next, std::memory_order_relaxed);
   } else {
     void* mem = meta_alloc(sizeof(Heap));
     if (!mem) return nullptr;
     h = new (mem) Heap(&g_empty_slab);
+    h->kind = kind;
     Heap* head = g_registry.load(std::memory_order_relaxed);
     do {
       h->registry_next.store(head, std::memory_order_relaxed);
@@ -772,7 +776,7 @@ Heap* heap_thread_init() {
   if (h) {
     h->state.store(HeapState::kLive, std::memory_order_relaxed);
   } else {
-    h = heap_new();
+    h = heap_new(HeapKind::kThread);
     if (!h) return nullptr;
   }
   // Set before arming the exit hook: arming may allocate and must find the heap.
@@ -1017,9 +1021,8 @@ Heap* heap_of_block(const void* p) {
 
 Heap* heap_create(size_t initial_reserve, size_t max_bytes) {
   if (g_process_state.load(std::memory_order_acquire) != 2) heap_process_init();
-  Heap* h = heap_new();
+  Heap* h = heap_new(HeapKind::kFirstClass);
   if (!h) return nullptr;
-  h->kind = HeapKind::kFirstClass;
   h->max_bytes = max_bytes;
   if (initial_reserve) {
     bool ok;
@@ -1153,12 +1156,15 @@ bool collect_idle(bool force, uint64_t now) {
   bool ordered = os::process_barrier();
   if (!ordered) g_no_process_barrier.store(true, std::memory_order_relaxed);
   Slab* freed = nullptr;
+  // Every heap, whatever its kind now: a spare reused as a first-class heap
+  // reads as a live thread heap until heap_create sets its kind, and a claim
+  // left on it would stop its first allocation for good.
   heap_for_each([&](Heap* h) {
-    if (h->kind != HeapKind::kThread) return;
+    bool thread = h->kind == HeapKind::kThread;
     // A section opened since the barrier waits for the queues' claim, and
     // leaves the runs alone while theirs is set.
     if (h->owner_claimed.load(std::memory_order_relaxed)) {
-      if (ordered && still_claimed_epoch(h->owner_epoch, h->owner_seen_epoch))
+      if (thread && ordered && still_claimed_epoch(h->owner_epoch, h->owner_seen_epoch))
         take_free_slabs(h, &freed);
       h->owner_claimed.store(false, std::memory_order_release);
     }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -529,3 +530,34 @@ TEST_CASE("slabs whose blocks all came back from other threads leave an owner th
   REQUIRE(after + drop < before);
 }
 #endif
+
+TEST_CASE("first-class heaps made and used while another thread collects") {
+  // A spare heap object rebuilt for heap_create reads for a moment as a live
+  // thread heap; a collector that claims it then must still let it go, or
+  // its first allocation waits for good. Detached threads, so a hang fails
+  // the test instead of stopping the suite.
+  struct Shared {
+    std::atomic<bool> stop{false};
+    std::atomic<long> done{0};
+  };
+  auto shared = std::make_shared<Shared>();
+  constexpr long kRounds = 50000;
+  std::thread([shared] {
+    while (!shared->stop.load()) gr_collect(true);
+  }).detach();
+  std::thread([shared] {
+    for (long i = 0; i < kRounds && !shared->stop.load(); ++i) {
+      gr_heap_t* h = gr_heap_create(nullptr);
+      void* p = gr_heap_malloc(h, 64);
+      gr_free(p);
+      gr_heap_destroy(h);
+      shared->done.store(i + 1);
+    }
+  }).detach();
+  for (int i = 0; i < 600 && shared->done.load() < kRounds; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  long done = shared->done.load();
+  shared->stop.store(true);
+  INFO("rounds finished: " << done);
+  REQUIRE(done == kRounds);
+}
