@@ -32,8 +32,7 @@ void* aligned_alloc_impl(size_t alignment, size_t size) {
 }
 
 bool valid_first_class(const Heap* h) {
-  return h && h->kind == HeapKind::kFirstClass &&
-         h->state.load(std::memory_order_acquire) == HeapState::kLive;
+  return h && !heap_is_thread(h) && h->state.load(std::memory_order_acquire) == HeapState::kLive;
 }
 
 // A realloc stays in place while the block holds `size` bytes (size 0 never:
@@ -313,7 +312,7 @@ void* gr_heap_aligned_alloc(gr_heap_t* heap, size_t alignment, size_t size) {
 
 gr_heap_t* gr_heap_of(const void* p) {
   Heap* h = heap_of_block(p);
-  return h && h->kind == HeapKind::kFirstClass ? reinterpret_cast<gr_heap_t*>(h) : nullptr;
+  return h && !heap_is_thread(h) ? reinterpret_cast<gr_heap_t*>(h) : nullptr;
 }
 
 }  // extern "C"

@@ -134,7 +134,7 @@ void queue_insert(Heap* h, Slab* s, bool front) {
     other_end = s;
   end = s;
   s->list = SlabList::kQueue;
-  slab_set_fast_owner(s, h->kind == HeapKind::kThread ? h : nullptr);
+  slab_set_fast_owner(s, heap_is_thread(h) ? h : nullptr);
   if (q.head == s) direct_update(h, s->size_class);
 }
 void queue_push_front(Heap* h, Slab* s) { queue_insert(h, s, true); }
@@ -285,8 +285,7 @@ void release_idle_medium(Heap* h, unsigned except) {
 // restore four more registers (103 -> 111 instructions).
 __attribute__((noinline)) void* heap_alloc_huge(Heap* h, size_t size, size_t alignment, bool zero) {
   size_t fresh;
-  void* p =
-      huge_alloc(h->kind == HeapKind::kFirstClass ? h : nullptr, size, alignment, zero, &fresh);
+  void* p = huge_alloc(heap_is_thread(h) ? nullptr : h, size, alignment, zero, &fresh);
   heap_offset_growth(h, fresh);
   return p;
 }
@@ -544,8 +543,34 @@ void flush_runs_now(Heap* h) {
   }
 }
 
-// kind is set before the heap is published (a fresh one) or as soon as it
-// is rebuilt (a spare, which collectors may be reading meanwhile).
+// A destroyed heap's object made new for reuse, field by field and under
+// its locks: it stays in the registry, so collectors may be reading it, or
+// holding its lock, meanwhile. Its locks and the epochs and claims of the
+// collectors' pairings (even, unclaimed, as a destroyed heap leaves them)
+// stay as they are. Every other field of Heap is reset here.
+void heap_renew(Heap* h) {
+  LockGuard owner(h->owner_lock);
+  LockGuard guard(h->lock);
+  for (auto& d : h->direct) d = &g_empty_slab;
+  for (auto& q : h->queues) q = {};
+  for (auto& r : h->ready) r = nullptr;
+  for (auto& w : h->ready_classes) w.store(0, std::memory_order_relaxed);
+  h->segments = nullptr;  // heap_destroy released them
+  for (auto& e : h->small_extent) e = 0;
+  h->purged_slices = h->retaken_slices = h->offset_slices = h->offset_retaken = 0;
+  h->feedback_since = 0;
+  h->pool_next = nullptr;
+  h->max_bytes = h->held_bytes = 0;
+  h->huge = nullptr;
+  h->blocks_handed = h->idle_epoch = 0;
+  h->runs_pending.store(0, std::memory_order_relaxed);
+  for (auto& r : h->runs) r = {};
+  for (auto& r : h->run_seen) r = nullptr;
+  h->owner_depth = 0;
+}
+
+// The kind is set before the heap reads as live: a collector that sees a
+// live heap (acquire) sees its kind.
 Heap* heap_new(HeapKind kind) {
   Heap* h = nullptr;
   {
@@ -556,16 +581,14 @@ Heap* heap_new(HeapKind kind) {
     }
   }
   if (h) {
-    Heap* registry_next = h->registry_next.load(std::memory_order_relaxed);
-    h->~Heap();
-    new (h) Heap(&g_empty_slab);
-    h->kind = kind;
-    h->registry_next.store(registry_next, std::memory_order_relaxed);
+    heap_renew(h);
+    h->kind.store(kind, std::memory_order_relaxed);
   } else {
     void* mem = meta_alloc(sizeof(Heap));
     if (!mem) return nullptr;
     h = new (mem) Heap(&g_empty_slab);
-    h->kind = kind;
+    h->kind.store(kind, std::memory_order_relaxed);
+    h->state.store(HeapState::kDestroyed, std::memory_order_relaxed);
     Heap* head = g_registry.load(std::memory_order_relaxed);
     do {
       h->registry_next.store(head, std::memory_order_relaxed);
@@ -573,7 +596,7 @@ Heap* heap_new(HeapKind kind) {
                                                std::memory_order_relaxed));
   }
   h->key_state = os::random_seed() ^ uintptr_t(h);
-  h->state.store(HeapState::kLive, std::memory_order_relaxed);
+  h->state.store(HeapState::kLive, std::memory_order_release);
   return h;
 }
 
@@ -685,8 +708,8 @@ void thread_exit(void* value) {
   heap_set_current(&g_exited_heap);
   bool others_live = false;
   heap_for_each([&](Heap* o) {
-    others_live |= o->kind == HeapKind::kThread &&
-                   o->state.load(std::memory_order_acquire) == HeapState::kLive;
+    others_live |=
+        heap_is_thread(o) && o->state.load(std::memory_order_acquire) == HeapState::kLive;
   });
   // The last allocating thread is leaving: a purge thread started now, or
   // left running, could be all that keeps the process from ending.
@@ -737,7 +760,7 @@ void heap_abandon_others_in_child() {
   heap_for_each([self](Heap* h) {
     h->runs_claimed.store(false, std::memory_order_relaxed);
     h->owner_claimed.store(false, std::memory_order_relaxed);
-    if (h != self && h->kind == HeapKind::kThread &&
+    if (h != self && heap_is_thread(h) &&
         h->state.load(std::memory_order_relaxed) == HeapState::kLive) {
       abandon_in_child(h);
     }
@@ -843,7 +866,7 @@ std::atomic<bool> g_no_process_barrier{false};
 // flush_run_and_leave), so heap_free_remote stays a leaf that saves nothing.
 __attribute__((noinline)) void start_run(Heap* h, Slab* s, Block* b, uintptr_t tag, unsigned i,
                                          uint32_t e) {
-  bool held = s->heap->kind != HeapKind::kFirstClass && s->block_size <= kRemoteRunMaxBlock;
+  bool held = heap_is_thread(s->heap) && s->block_size <= kRemoteRunMaxBlock;
   // A run starts at the second free in a row that the slot sees for a slab
   // that may hold one: frees scattered over many slabs (no run would grow)
   // go straight on, and a slab freed into again takes the slot over from a
@@ -1133,7 +1156,7 @@ bool collect_idle(bool force, uint64_t now) {
   Heap* self = heap_current();
   bool pending = false, claimed = false;
   heap_for_each([&](Heap* h) {
-    if (h->kind != HeapKind::kThread) return;
+    if (!heap_is_thread(h)) return;
     if (h->runs_pending.load(std::memory_order_relaxed) != 0) {
       if (quiet_epoch(h->runs_epoch, h->runs_seen_epoch, force)) {
         h->runs_claimed.store(true, std::memory_order_relaxed);
@@ -1156,11 +1179,10 @@ bool collect_idle(bool force, uint64_t now) {
   bool ordered = os::process_barrier();
   if (!ordered) g_no_process_barrier.store(true, std::memory_order_relaxed);
   Slab* freed = nullptr;
-  // Every heap, whatever its kind now: a spare reused as a first-class heap
-  // reads as a live thread heap until heap_create sets its kind, and a claim
-  // left on it would stop its first allocation for good.
+  // Every heap, whatever its kind reads now: a claim left behind would stop
+  // its owner's next section for good.
   heap_for_each([&](Heap* h) {
-    bool thread = h->kind == HeapKind::kThread;
+    bool thread = heap_is_thread(h);
     // A section opened since the barrier waits for the queues' claim, and
     // leaves the runs alone while theirs is set.
     if (h->owner_claimed.load(std::memory_order_relaxed)) {

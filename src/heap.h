@@ -27,7 +27,12 @@ inline bool heap_is_placeholder(const Heap* h) { return h == &g_empty_heap || h 
 // heap keeps its own segments: it is limited, reset and destroyed whole.
 // The shared segments' lock comes after any heap's lock.
 extern constinit Heap g_thread_segments;
-inline Heap* slice_home(Heap* h) { return h->kind == HeapKind::kThread ? &g_thread_segments : h; }
+// Relaxed: a heap's kind changes only while it is destroyed, before it reads
+// as live again.
+inline bool heap_is_thread(const Heap* h) {
+  return h->kind.load(std::memory_order_relaxed) == HeapKind::kThread;
+}
+inline Heap* slice_home(Heap* h) { return heap_is_thread(h) ? &g_thread_segments : h; }
 
 #if defined(_WIN32)
 }  // namespace granule

@@ -148,6 +148,8 @@ enum class HeapState : uint8_t { kLive, kAbandoned, kDestroyed };
 
 struct HugeHeader;
 
+// A destroyed heap is reused in place (heap_renew resets every field that is
+// not a lock or a collector's epoch or claim: add new fields there).
 struct Heap {
   // --- the malloc fast path reads only this table ---
   Slab* direct[kDirectCount] = {};  // slab to pop from for sizes up to kDirectMax (16-byte steps)
@@ -172,8 +174,8 @@ struct Heap {
   // before their delay, and those of them taken back before it would have
   // ended. They halve with the counts above.
   uint32_t offset_slices = 0, offset_retaken = 0;
-  uint64_t feedback_since = 0;  // ms: the counts above halve every ten delays
-  HeapKind kind = HeapKind::kThread;
+  uint64_t feedback_since = 0;                    // ms: the counts above halve every ten delays
+  std::atomic<HeapKind> kind{HeapKind::kThread};  // set while destroyed (heap_new)
   std::atomic<HeapState> state{HeapState::kLive};
   std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)
   Heap* pool_next = nullptr;                  // abandoned thread heaps / destroyed heaps, for reuse

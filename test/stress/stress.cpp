@@ -1,9 +1,10 @@
 // Multithreaded stress: waves of threads are created and destroyed; each
 // swaps freshly allocated blocks into shared slots and frees what it takes
 // out, so blocks migrate between threads (and outlive the thread that made
-// them). Every block carries a cookie over its whole contents, checked
-// before it is freed, and a collector thread runs gr_collect(true) all the
-// while. Usage: stress [WAVES] [THREADS] [OPS_PER_THREAD]
+// them); one allocation in 32 comes from a first-class heap of the thread's
+// own, destroyed whole now and then. Every block carries a cookie over its
+// whole contents, checked before it is freed, and a collector thread runs
+// gr_collect(true) all the while. Usage: stress [WAVES] [THREADS] [OPS]
 // Exits non-zero on the first damaged block. Calls gr_* directly, so the
 // same source builds against the core for ThreadSanitizer.
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "granule.h"
@@ -48,7 +50,7 @@ void stamp(uint8_t* p, size_t size) {
   for_checked(size, [&](size_t i) { p[i] = cookie(p, size, i); });
 }
 
-void check_and_free(uint8_t* p) {
+size_t check(uint8_t* p) {
   size_t size = *reinterpret_cast<uint64_t*>(p);
   bool ok = size >= 8 && gr_usable_size(p) >= size;
   if (ok) for_checked(size, [&](size_t i) { ok = ok && p[i] == cookie(p, size, i); });
@@ -56,6 +58,11 @@ void check_and_free(uint8_t* p) {
     std::fprintf(stderr, "stress: damaged block %p (size %zu)\n", static_cast<void*>(p), size);
     g_failed.store(true);
   }
+  return size;
+}
+
+void check_and_free(uint8_t* p) {
+  size_t size = check(p);
   if (size & 1)
     gr_free_sized(p, size);
   else
@@ -72,12 +79,51 @@ size_t pick_size(uint64_t r) {
   return (3u << 20) + (r >> 10) % (12u << 20);
 }
 
+// A first-class heap of the thread's own, made and destroyed whole every
+// 128 allocations (with some of its blocks still in it) while other threads
+// allocate and the collector runs: heap objects are reused meanwhile.
+struct OwnHeap {
+  gr_heap_t* heap = nullptr;
+  std::vector<uint8_t*> kept;
+  unsigned made = 0;
+
+  bool alloc(uint64_t r, size_t size) {
+    if (!heap && !(heap = gr_heap_create(nullptr))) return false;
+    auto* p = static_cast<uint8_t*>(gr_heap_malloc(heap, size));
+    if (!p) return false;
+    stamp(p, size);
+    if (kept.size() < 16) {
+      kept.push_back(p);
+    } else {
+      std::swap(kept[(r >> 24) % kept.size()], p);
+      check_and_free(p);
+    }
+    if (++made % 128 == 0) destroy();
+    return true;
+  }
+  void destroy() {
+    for (uint8_t* p : kept) check(p);
+    kept.clear();
+    if (heap) gr_heap_destroy(heap);
+    heap = nullptr;
+  }
+};
+
 void worker(unsigned id, unsigned ops) {
   uint64_t r = mix(id * 7919 + 1);
   std::vector<uint8_t*> own;  // a few blocks this thread keeps and reallocs
+  OwnHeap own_heap;
   for (unsigned i = 0; i < ops && !g_failed.load(std::memory_order_relaxed); ++i) {
     r = mix(r + i);
     size_t size = pick_size(r);
+    if ((r >> 40) % 32 == 0) {
+      if (!own_heap.alloc(r, size)) {
+        std::fprintf(stderr, "stress: first-class heap allocation of %zu failed\n", size);
+        g_failed.store(true);
+        return;
+      }
+      continue;
+    }
     auto* p = static_cast<uint8_t*>((r & 3) == 0 ? gr_calloc(1, size) : gr_malloc(size));
     if (!p) {
       std::fprintf(stderr, "stress: allocation of %zu failed\n", size);
@@ -113,6 +159,7 @@ void worker(unsigned id, unsigned ops) {
     if (old) check_and_free(old);
   }
   for (uint8_t* q : own) check_and_free(q);
+  own_heap.destroy();
 }
 
 }  // namespace
