@@ -29,8 +29,8 @@ constinit thread_local Heap* tl_heap = &g_empty_heap;
 namespace {
 
 std::atomic<Heap*> g_registry{nullptr};
-SpinLock g_pool_lock;       // the two pools below
-SpinLock g_runs_collector;  // one collector of held-back runs at a time: a set claim is its own
+SlowLock g_pool_lock;       // the two pools below
+SlowLock g_runs_collector;  // one collector of held-back runs at a time: a set claim is its own
 // Looks at other owners' queues since the last purge pass that had other
 // work, or since a hint that an idle owner may have a slab to take.
 std::atomic<unsigned> g_slab_looks_since_busy{0};

@@ -39,7 +39,7 @@ constexpr uint64_t kHugeLive = 0x6875676542697421ull;
 constexpr uint64_t kHugeCached = 0x6875676543616368ull;
 constexpr unsigned kCacheSlots = 64;
 
-SpinLock g_huge_lock;  // the cache and first-class heaps' lists
+SlowLock g_huge_lock;  // the cache and first-class heaps' lists
 HugeHeader* g_cache = nullptr;
 size_t g_cache_bytes = 0;
 unsigned g_cache_count = 0;

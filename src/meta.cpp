@@ -6,7 +6,7 @@
 
 namespace granule {
 namespace {
-SpinLock g_meta_lock;
+SlowLock g_meta_lock;
 char* g_meta_cur = nullptr;
 char* g_meta_end = nullptr;
 constexpr size_t kMetaChunk = 256 * 1024;

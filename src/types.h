@@ -156,7 +156,7 @@ struct Heap {
   SlabQueue queues[kClassCount] = {};  // attached slabs of each class; head is current
   uintptr_t key_state = 0;             // per-heap random stream for slab keys
   // --- slow paths ---
-  SpinLock lock;  // segments, slices, detached and ready lists
+  SlowLock lock;  // segments, slices, detached and ready lists
   // Detached slabs with enough frees to reuse, a list per class (under lock),
   // and a bit per class whose list is not empty (written under lock, read
   // without it by the owner's slow path).
@@ -180,7 +180,7 @@ struct Heap {
   std::atomic<Heap*> registry_next{nullptr};  // all heaps ever made (never unlinked)
   Heap* pool_next = nullptr;                  // abandoned thread heaps / destroyed heaps, for reuse
   // --- first-class heaps ---
-  SpinLock owner_lock;         // serialises allocation: the holder acts as owner
+  SlowLock owner_lock;         // serialises allocation: the holder acts as owner
   size_t max_bytes = 0;        // 0: unbounded
   size_t held_bytes = 0;       // slices in slabs + huge mappings (under lock)
   HugeHeader* huge = nullptr;  // huge blocks of this heap (under lock)

@@ -56,6 +56,12 @@ void sleep_ms(uint32_t ms);  // may end early on a signal
 // Block while *word == expected, at most timeout_ms; wake() wakes all waiters.
 void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms);
 void wake(const uint32_t* word);
+// For locks: block while *word == expected (it may return early), and wake
+// one such waiter. Takes no lock of the OS's (Windows: until process start-up
+// resolved WaitOnAddress, lock_wait yields instead), so a lock's waiter
+// never waits for the loader.
+void lock_wait(const uint32_t* word, uint32_t expected);
+void lock_wake(const uint32_t* word);
 // Every thread of the process passes a full memory barrier before this
 // returns, so a thread that only orders its own stores and loads with a
 // compiler barrier is ordered against the caller (the heavy half of an

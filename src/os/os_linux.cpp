@@ -214,6 +214,18 @@ void wake(const uint32_t* word) {
   errno = saved;
 }
 
+void lock_wait(const uint32_t* word, uint32_t expected) {
+  int saved = errno;
+  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+  errno = saved;
+}
+
+void lock_wake(const uint32_t* word) {
+  int saved = errno;
+  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  errno = saved;
+}
+
 // membarrier's expedited command interrupts only the CPUs running this
 // process's threads. It needs registering (Linux 4.14): once, and again if a
 // call says this process is not (a kernel that does not carry it into a fork

@@ -158,6 +158,7 @@ using WaitOnAddressFn = BOOL(WINAPI*)(volatile VOID*, PVOID, SIZE_T, DWORD);
 using WakeByAddressAllFn = VOID(WINAPI*)(PVOID);
 WaitOnAddressFn g_wait_fn = nullptr;
 WakeByAddressAllFn g_wake_fn = nullptr;
+WakeByAddressAllFn g_wake_one_fn = nullptr;  // WakeByAddressSingle: same signature
 INIT_ONCE g_wait_once = INIT_ONCE_STATIC_INIT;
 
 BOOL CALLBACK init_wait(PINIT_ONCE, PVOID, PVOID*) {
@@ -168,9 +169,13 @@ BOOL CALLBACK init_wait(PINIT_ONCE, PVOID, PVOID*) {
         reinterpret_cast<void*>(GetProcAddress(m, "WaitOnAddress")));
     auto k = reinterpret_cast<WakeByAddressAllFn>(
         reinterpret_cast<void*>(GetProcAddress(m, "WakeByAddressAll")));
-    if (w && k) {
-      g_wait_fn = w;
-      g_wake_fn = k;
+    auto one = reinterpret_cast<WakeByAddressAllFn>(
+        reinterpret_cast<void*>(GetProcAddress(m, "WakeByAddressSingle")));
+    if (w && k && one) {
+      // The wait function last: a lock waiter that sleeps finds the wakes.
+      __atomic_store_n(&g_wake_fn, k, __ATOMIC_RELEASE);
+      __atomic_store_n(&g_wake_one_fn, one, __ATOMIC_RELEASE);
+      __atomic_store_n(&g_wait_fn, w, __ATOMIC_RELEASE);
     }
   }
   return TRUE;
@@ -199,6 +204,28 @@ void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms) {
 void wake(const uint32_t* word) {
   init_wait_once();
   if (g_wake_fn) g_wake_fn(const_cast<uint32_t*>(word));
+}
+
+// Only what init_wait resolved already: resolving takes the loader lock,
+// which a thread in DllMain may hold while it waits for one of our locks.
+// tls_heap_init (process start-up) resolves them.
+void lock_wait(const uint32_t* word, uint32_t expected) {
+  auto wait = __atomic_load_n(&g_wait_fn, __ATOMIC_ACQUIRE);
+  KeepLastError keep;
+  if (wait)
+    wait(const_cast<uint32_t*>(word), &expected, sizeof expected, INFINITE);
+  else
+    SwitchToThread();
+}
+
+void lock_wake(const uint32_t* word) {
+  // A waiter that slept saw the functions resolved, and so does this thread
+  // (the unlock's exchange comes after the waiter's).
+  auto wake = __atomic_load_n(&g_wake_one_fn, __ATOMIC_ACQUIRE);
+  if (wake) {
+    KeepLastError keep;
+    wake(const_cast<uint32_t*>(word));
+  }
 }
 
 // FlushProcessWriteBuffers is the Windows barrier, but Wine 8 (where the
@@ -371,6 +398,7 @@ unsigned long g_tls_heap_index = kTlsNoIndex;
 
 bool tls_heap_init() {
   if (g_tls_heap_index != kTlsNoIndex) return true;
+  init_wait_once();  // here, before any lock of ours can be contended (lock_wait)
   KeepLastError keep;
   static SRWLOCK lock = SRWLOCK_INIT;
   AcquireSRWLockExclusive(&lock);
