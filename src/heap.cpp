@@ -555,7 +555,8 @@ void heap_renew(Heap* h) {
   for (auto& q : h->queues) q = {};
   for (auto& r : h->ready) r = nullptr;
   for (auto& w : h->ready_classes) w.store(0, std::memory_order_relaxed);
-  h->segments = nullptr;  // heap_destroy released them
+  h->segments = h->full_segments = nullptr;  // heap_destroy released them
+  h->full_segment_count = 0;
   for (auto& e : h->small_extent) e = 0;
   h->purged_slices = h->retaken_slices = h->offset_slices = h->offset_retaken = 0;
   h->feedback_since = 0;

@@ -32,6 +32,29 @@ namespace {
 
 constexpr uint64_t kAllSlices = ~uint64_t{0};
 
+// h->segments holds the segments with a free slice, h->full_segments the
+// rest: a heap grown to gigabytes took a walk over all its segments (three
+// with the idle decommit) for every slab before. A segment moves when its
+// last free slice is taken, and back to the front when one is returned.
+void list_remove(Segment** head, Segment* seg) {
+  if (seg->prev)
+    seg->prev->next = seg->next;
+  else
+    *head = seg->next;
+  if (seg->next) seg->next->prev = seg->prev;
+}
+
+void list_push(Segment** head, Segment* seg) {
+  seg->prev = nullptr;
+  seg->next = *head;
+  if (*head) (*head)->prev = seg;
+  *head = seg;
+}
+
+Segment** list_of(Heap* h, const Segment* seg) {
+  return seg->free_mask ? &h->segments : &h->full_segments;
+}
+
 inline uint64_t run_bits(unsigned first, unsigned count) {
   return (count == 64 ? kAllSlices : ((uint64_t{1} << count) - 1)) << first;
 }
@@ -145,10 +168,7 @@ Segment* segment_create(Heap* h) {
     // four per segment, far from vm.max_map_count.
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentSize - kGuardSize, kGuardSize);
   }
-  seg->prev = nullptr;
-  seg->next = h->segments;
-  if (h->segments) h->segments->prev = seg;
-  h->segments = seg;
+  list_push(&h->segments, seg);
   g_stats.reserved.add(kSegmentSize);
   g_stats.committed.add(kSegmentHeaderSize);
   g_stats.segments.add(1);
@@ -157,11 +177,8 @@ Segment* segment_create(Heap* h) {
 }
 
 void segment_destroy(Heap* h, Segment* seg) {
-  if (seg->prev)
-    seg->prev->next = seg->next;
-  else
-    h->segments = seg->next;
-  if (seg->next) seg->next->prev = seg->prev;
+  if (!seg->free_mask) --h->full_segment_count;
+  list_remove(list_of(h, seg), seg);
   map_clear(uintptr_t(seg), kSegmentSize);
   size_t committed = kSegmentHeaderSize;
   for_each_run(seg->committed_mask,
@@ -263,6 +280,11 @@ void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   Segment* seg = segment_of(head);
   uint64_t bits = run_bits(slice_index(head) + from, to - from);
   seg->free_mask &= ~bits;
+  if (!seg->free_mask) {
+    list_remove(&h->segments, seg);
+    list_push(&h->full_segments, seg);
+    ++h->full_segment_count;
+  }
   seg->purge_mask &= ~bits;
   seg->retired_spans &= ~bits;
   seg->empty_since = 0;
@@ -375,6 +397,11 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   }
   h->held_bytes -= size_t(count) << kSliceShift;
   uint64_t bits = run_bits(first, count);
+  if (!seg->free_mask) {
+    list_remove(&h->full_segments, seg);
+    list_push(&h->segments, seg);
+    --h->full_segment_count;
+  }
   seg->free_mask |= bits;
   seg->purge_mask |= bits & seg->committed_mask;
   if (span) seg->retired_spans |= uint64_t{1} << first;
@@ -449,7 +476,8 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
   for (uint64_t age : {uint64_t(delay) / 2, uint64_t(delay) / 8, uint64_t{0}}) {
     if (age == 0 && churning) break;
     if (age == 0 && delay > 0 && count) {
-      size_t idle = 0, held = 0;
+      // Full segments hold all their slices and have none idle.
+      size_t idle = 0, held = h->full_segment_count * kSlicesPerSegment;
       for (Segment* seg = h->segments; seg; seg = seg->next) {
         idle += size_t(__builtin_popcountll(seg->purge_mask));
         held += size_t(__builtin_popcountll(~seg->free_mask));
@@ -477,10 +505,16 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
 
 void segment_release_all(Heap* h) {
   while (h->segments) segment_destroy(h, h->segments);
+  while (h->full_segments) segment_destroy(h, h->full_segments);
   h->held_bytes = 0;
 }
 
 void segment_reset_all(Heap* h, uint64_t now) {
+  while (Segment* seg = h->full_segments) {  // every one will have free slices
+    list_remove(&h->full_segments, seg);
+    list_push(&h->segments, seg);
+  }
+  h->full_segment_count = 0;
   for (Segment* seg = h->segments; seg; seg = seg->next) {
     for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
       Slab* s = &seg->slabs[i];

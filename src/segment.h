@@ -58,6 +58,13 @@ bool segment_purge(Heap* h, uint64_t now, bool force);
 // h's resident set grows by `bytes`: decommit as much of its idle free
 // slices now rather than after their delay (under h->lock).
 void segment_decommit_idle(Heap* h, size_t bytes);
+// Every segment of h, full or not (under h->lock; fn must not add or remove
+// segments).
+template <class Fn>
+void segment_for_each(Heap* h, Fn fn) {
+  for (Segment* seg = h->segments; seg; seg = seg->next) fn(seg);
+  for (Segment* seg = h->full_segments; seg; seg = seg->next) fn(seg);
+}
 // Release every segment of h (heap destroy); no slab may be live after.
 void segment_release_all(Heap* h);
 // Make every slice of every segment of h free again, keeping the segments.

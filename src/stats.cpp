@@ -20,7 +20,7 @@ namespace {
 void walk_heaps(gr_stats_t* st) {
   auto walk = [&](Heap* h) {
     LockGuard guard(h->lock);
-    for (Segment* seg = h->segments; seg; seg = seg->next) {
+    segment_for_each(h, [&](Segment* seg) {
       for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
         const Slab& s = seg->slabs[i];
         if (s.kind != SliceKind::kSlab && s.kind != SliceKind::kLarge) continue;
@@ -38,7 +38,7 @@ void walk_heaps(gr_stats_t* st) {
           st->class_live[s.size_class] += live;
         }
       }
-    }
+    });
   };
   heap_for_each([&](Heap* h) {
     if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;

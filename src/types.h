@@ -162,7 +162,12 @@ struct Heap {
   // without it by the owner's slow path).
   Slab* ready[kClassCount] = {};
   std::atomic<uint64_t> ready_classes[(kClassCount + 63) / 64] = {};
-  Segment* segments = nullptr;  // (under lock) first-class heaps and g_thread_segments only
+  // (under lock; first-class heaps and g_thread_segments only) segments with
+  // a free slice, and those without: searches for free slices never walk
+  // what a large heap has filled.
+  Segment* segments = nullptr;
+  Segment* full_segments = nullptr;
+  size_t full_segment_count = 0;
   // Per small class, in kExtentUnit: how much of its slice the slab last
   // returned to these segments had touched (0: none yet). The next one is
   // expected to touch as much (under lock).

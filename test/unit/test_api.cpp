@@ -56,6 +56,36 @@ TEST_CASE("first-class heaps: allocate, free from any thread, destroy returns me
   REQUIRE_FALSE(gr_owns(blocks[1]));
 }
 
+TEST_CASE("a heap's filled segments are counted, reset and released like the others") {
+  // Segments without a free slice sit apart from the rest, so searches for
+  // free slices skip them; statistics, reset and destroy must not.
+  gr_heap_t* heap = gr_heap_create(nullptr);
+  REQUIRE(heap != nullptr);
+  constexpr size_t kSize = 16384, kCount = 2560;  // 40 MiB: about ten segments filled
+  gr_stats_t before, filled, reset, refilled, destroyed;
+  gr_stats_get(&before);
+  std::vector<void*> blocks(kCount);
+  for (auto& p : blocks) REQUIRE((p = gr_heap_malloc(heap, kSize)) != nullptr);
+  gr_stats_get(&filled);
+  REQUIRE(filled.in_use >= before.in_use + kCount * kSize);
+  REQUIRE(filled.segments >= before.segments + 9);
+  gr_heap_reset(heap);
+  gr_stats_get(&reset);
+  REQUIRE(reset.in_use < before.in_use + kSize);
+  // Every segment is free again and serves the same blocks: none is added.
+  for (auto& p : blocks) REQUIRE((p = gr_heap_malloc(heap, kSize)) != nullptr);
+  gr_stats_get(&refilled);
+  INFO("segments: " << before.segments << " before, " << filled.segments << " filled, "
+                    << refilled.segments << " refilled");
+  REQUIRE(refilled.segments <= filled.segments);
+  // Freed whole, then destroyed: every segment goes.
+  for (size_t i = 0; i < kCount; i += 2) gr_free(blocks[i]);
+  gr_heap_destroy(heap);
+  gr_stats_get(&destroyed);
+  REQUIRE(destroyed.segments <= before.segments);
+  REQUIRE(destroyed.reserved <= before.reserved);
+}
+
 TEST_CASE("first-class heap with a maximum refuses beyond it") {
   gr_heap_options_t opt = {0, 1u << 20};
   gr_heap_t* heap = gr_heap_create(&opt);
