@@ -51,6 +51,17 @@ void list_push(Segment** head, Segment* seg) {
   *head = seg;
 }
 
+// A segment whose last free slice was just taken (full), or that just got
+// one back while full (!full): to the front of its new list.
+void list_move(Heap* h, Segment* seg, bool full) {
+  list_remove(full ? &h->segments : &h->full_segments, seg);
+  list_push(full ? &h->full_segments : &h->segments, seg);
+  if (full)
+    ++h->full_segment_count;
+  else
+    --h->full_segment_count;
+}
+
 Segment** list_of(Heap* h, const Segment* seg) {
   return seg->free_mask ? &h->segments : &h->full_segments;
 }
@@ -290,11 +301,7 @@ void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   Segment* seg = segment_of(head);
   uint64_t bits = run_bits(slice_index(head) + from, to - from);
   seg->free_mask &= ~bits;
-  if (!seg->free_mask) {
-    list_remove(&h->segments, seg);
-    list_push(&h->full_segments, seg);
-    ++h->full_segment_count;
-  }
+  if (!seg->free_mask) list_move(h, seg, true);
   seg->purge_mask &= ~bits;
   seg->retired_spans &= ~bits;
   seg->empty_since = 0;
@@ -407,11 +414,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   }
   h->held_bytes -= size_t(count) << kSliceShift;
   uint64_t bits = run_bits(first, count);
-  if (!seg->free_mask) {
-    list_remove(&h->full_segments, seg);
-    list_push(&h->segments, seg);
-    --h->full_segment_count;
-  }
+  if (!seg->free_mask) list_move(h, seg, false);
   seg->free_mask |= bits;
   seg->purge_mask |= bits & seg->committed_mask;
   if (span) seg->retired_spans |= uint64_t{1} << first;
@@ -522,11 +525,8 @@ void segment_release_all(Heap* h) {
 }
 
 void segment_reset_all(Heap* h, uint64_t now) {
-  while (Segment* seg = h->full_segments) {  // every one will have free slices
-    list_remove(&h->full_segments, seg);
-    list_push(&h->segments, seg);
-  }
-  h->full_segment_count = 0;
+  // Every one will have free slices.
+  while (Segment* seg = h->full_segments) list_move(h, seg, false);
   for (Segment* seg = h->segments; seg; seg = seg->next) {
     for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
       Slab* s = &seg->slabs[i];

@@ -201,30 +201,27 @@ void sleep_ms(uint32_t ms) {
   wait_on(&word, 0, ms);
 }
 
+namespace {
+// A private futex call that leaves errno as it was (callers are malloc).
+void futex(const uint32_t* word, int op, uint32_t value, const struct timespec* timeout) {
+  int saved = errno;
+  syscall(SYS_futex, word, op, value, timeout, nullptr, 0);
+  errno = saved;
+}
+}  // namespace
+
 void wait_on(const uint32_t* word, uint32_t expected, uint32_t timeout_ms) {
   struct timespec ts = {time_t(timeout_ms / 1000), long(timeout_ms % 1000) * 1000000L};
-  int saved = errno;
-  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, &ts, nullptr, 0);
-  errno = saved;
+  futex(word, FUTEX_WAIT_PRIVATE, expected, &ts);
 }
 
-void wake(const uint32_t* word) {
-  int saved = errno;
-  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
-  errno = saved;
-}
+void wake(const uint32_t* word) { futex(word, FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr); }
 
 void lock_wait(const uint32_t* word, uint32_t expected) {
-  int saved = errno;
-  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
-  errno = saved;
+  futex(word, FUTEX_WAIT_PRIVATE, expected, nullptr);
 }
 
-void lock_wake(const uint32_t* word) {
-  int saved = errno;
-  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-  errno = saved;
-}
+void lock_wake(const uint32_t* word) { futex(word, FUTEX_WAKE_PRIVATE, 1, nullptr); }
 
 // membarrier's expedited command interrupts only the CPUs running this
 // process's threads. It needs registering (Linux 4.14): once, and again if a
