@@ -4,6 +4,7 @@
 #include "granule.h"
 #include "heap.h"
 #include "huge.h"
+#include "meta.h"
 #include "options.h"
 #include "os/os.h"
 #include "purge.h"
@@ -14,12 +15,15 @@ namespace {
 void before_fork() {
   heap_lock_all();
   huge_lock();
+  meta_lock();
 }
 void after_fork_parent() {
+  meta_unlock(false);
   huge_unlock();
   heap_unlock_all(false);
 }
 void after_fork_child() {
+  meta_unlock(true);
   huge_reset_lock();
   heap_unlock_all(true);
   heap_abandon_others_in_child();

@@ -34,4 +34,13 @@ void* meta_alloc(size_t size) {
   return r;
 }
 
+void meta_lock() { g_meta_lock.lock(); }
+
+void meta_unlock(bool in_child) {
+  if (in_child)
+    g_meta_lock.reset();
+  else
+    g_meta_lock.unlock();
+}
+
 }  // namespace granule

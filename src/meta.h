@@ -10,4 +10,9 @@ namespace granule {
 // Zeroed, 64-byte aligned; nullptr when the OS refuses.
 void* meta_alloc(size_t size);
 
+// fork(): held across it (the last lock taken: segment_create allocates
+// under heap locks), so that a child never inherits it held.
+void meta_lock();
+void meta_unlock(bool in_child);
+
 }  // namespace granule
