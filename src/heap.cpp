@@ -547,7 +547,8 @@ void flush_runs_now(Heap* h) {
 // its locks: it stays in the registry, so collectors may be reading it, or
 // holding its lock, meanwhile. Its locks and the epochs and claims of the
 // collectors' pairings (even, unclaimed, as a destroyed heap leaves them)
-// stay as they are. Every other field of Heap is reset here.
+// stay as they are, and so do the spare nodes of its released segments
+// (metadata, never freed). Every other field of Heap is reset here.
 void heap_renew(Heap* h) {
   LockGuard owner(h->owner_lock);
   LockGuard guard(h->lock);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "huge.h"
+#include "meta.h"
 #include "options.h"
 #include "os/os.h"
 #include "report.h"
@@ -36,34 +37,51 @@ constexpr uint64_t kAllSlices = ~uint64_t{0};
 // rest: a heap grown to gigabytes took a walk over all its segments (three
 // with the idle decommit) for every slab before. A segment moves when its
 // last free slice is taken, and back to the front when one is returned.
-void list_remove(Segment** head, Segment* seg) {
-  if (seg->prev)
-    seg->prev->next = seg->next;
+void list_remove(SegmentNode** head, SegmentNode* n) {
+  if (n->prev)
+    n->prev->next = n->next;
   else
-    *head = seg->next;
-  if (seg->next) seg->next->prev = seg->prev;
+    *head = n->next;
+  if (n->next) n->next->prev = n->prev;
 }
 
-void list_push(Segment** head, Segment* seg) {
-  seg->prev = nullptr;
-  seg->next = *head;
-  if (*head) (*head)->prev = seg;
-  *head = seg;
+void list_push(SegmentNode** head, SegmentNode* n) {
+  n->prev = nullptr;
+  n->next = *head;
+  if (*head) (*head)->prev = n;
+  *head = n;
 }
 
 // A segment whose last free slice was just taken (full), or that just got
 // one back while full (!full): to the front of its new list.
 void list_move(Heap* h, Segment* seg, bool full) {
-  list_remove(full ? &h->segments : &h->full_segments, seg);
-  list_push(full ? &h->full_segments : &h->segments, seg);
+  list_remove(full ? &h->segments : &h->full_segments, seg->node);
+  list_push(full ? &h->full_segments : &h->segments, seg->node);
   if (full)
     ++h->full_segment_count;
   else
     --h->full_segment_count;
 }
 
-Segment** list_of(Heap* h, const Segment* seg) {
-  return seg->free_mask ? &h->segments : &h->full_segments;
+SegmentNode** list_of(Heap* h, const Segment* seg) {
+  return seg->node->free_mask ? &h->segments : &h->full_segments;
+}
+
+// Nodes of released segments wait in their heap for its next segment; new
+// ones come from the metadata area, next to the heap's others.
+SegmentNode* node_take(Heap* h) {
+  SegmentNode* n = h->spare_nodes;
+  if (n)
+    h->spare_nodes = n->next;
+  else
+    n = static_cast<SegmentNode*>(meta_alloc(sizeof(SegmentNode)));
+  return n;
+}
+
+void node_give_back(Heap* h, SegmentNode* n) {
+  *n = SegmentNode{};
+  n->next = h->spare_nodes;
+  h->spare_nodes = n;
 }
 
 inline uint64_t run_bits(unsigned first, unsigned count) {
@@ -93,7 +111,7 @@ bool commit_slices(Segment* seg, uint64_t bits) {
     }
     bump(g_stats.os_commits);
     g_stats.committed.add(bytes);
-    seg->committed_mask |= run_bits(first, count);
+    seg->node->committed_mask |= run_bits(first, count);
   });
   return ok;
 }
@@ -114,7 +132,7 @@ uint64_t slice_wait(const Heap* h, uint64_t delay) {
 // `bits` leave the free slices: count those a short wait would purge (or
 // has purged) that a full one would have kept resident.
 void note_taken(Heap* h, Segment* seg, uint64_t bits) {
-  uint64_t waiting = bits & (seg->purge_mask | seg->purged_mask);
+  uint64_t waiting = bits & (seg->node->purge_mask | seg->purged_mask);
   uint64_t offset = bits & seg->offset_mask;
   seg->purged_mask &= ~bits;
   seg->offset_mask &= ~bits;
@@ -135,11 +153,13 @@ void decommit_slices(Segment* seg, uint64_t bits) {
     bump(g_stats.os_decommits);
     bump(g_stats.purges);
     g_stats.committed.sub(bytes);
-    seg->committed_mask &= ~run_bits(first, count);
+    seg->node->committed_mask &= ~run_bits(first, count);
   });
 }
 
 Segment* segment_create(Heap* h) {
+  SegmentNode* node = node_take(h);
+  if (!node) return nullptr;
   // Memory freed as huge blocks and still resident comes first: no new
   // pages, no faults. Its slices count as committed and are purged after
   // the delay unless used.
@@ -149,11 +169,16 @@ Segment* segment_create(Heap* h) {
     std::memset(p, 0, kSegmentHeaderSize);
   } else {
     p = os::reserve(kSegmentSize, kSegmentSize);
-    if (!p) return nullptr;
-    bump(g_stats.os_reserves);
-    if (!os::commit(p, kSegmentHeaderSize)) {
-      os::release(p, kSegmentSize);
-      bump(g_stats.os_releases);
+    if (p) {
+      bump(g_stats.os_reserves);
+      if (!os::commit(p, kSegmentHeaderSize)) {
+        os::release(p, kSegmentSize);
+        bump(g_stats.os_releases);
+        p = nullptr;
+      }
+    }
+    if (!p) {
+      node_give_back(h, node);
       return nullptr;
     }
     bump(g_stats.os_commits);
@@ -163,15 +188,17 @@ Segment* segment_create(Heap* h) {
   // resident slice nobody takes is purged at the next pass).
   seg->cookie = kSegmentCookie ^ uintptr_t(seg);
   seg->heap = h;
-  seg->free_mask = kAllSlices;
-  seg->committed_mask = resident ? kAllSlices : 0;
-  seg->purge_mask = resident ? kAllSlices : 0;
+  seg->node = node;
+  node->seg = seg;
+  seg->node->free_mask = kAllSlices;
+  seg->node->committed_mask = resident ? kAllSlices : 0;
+  seg->node->purge_mask = resident ? kAllSlices : 0;
   if (resident) {
     g_stats.committed.add(kSegmentSize - kSegmentHeaderSize);
     for (Slab& s : seg->slabs) s.dirty = kSliceSize;  // whatever the huge block touched
   }
-  seg->empty_since = 0;
-  seg->retired_spans = 0;
+  seg->node->empty_since = 0;
+  seg->node->retired_spans = 0;
   if constexpr (kSecure) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
                      os::info().page_size);
@@ -179,7 +206,7 @@ Segment* segment_create(Heap* h) {
     // four per segment, far from vm.max_map_count.
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentSize - kGuardSize, kGuardSize);
   }
-  list_push(&h->segments, seg);
+  list_push(&h->segments, node);
   g_stats.reserved.add(kSegmentSize);
   g_stats.committed.add(kSegmentHeaderSize);
   g_stats.segments.add(1);
@@ -188,12 +215,14 @@ Segment* segment_create(Heap* h) {
 }
 
 void segment_destroy(Heap* h, Segment* seg) {
-  if (!seg->free_mask) --h->full_segment_count;
-  list_remove(list_of(h, seg), seg);
+  SegmentNode* node = seg->node;
+  if (!node->free_mask) --h->full_segment_count;
+  list_remove(list_of(h, seg), node);
   map_clear(uintptr_t(seg), kSegmentSize);
   size_t committed = kSegmentHeaderSize;
-  for_each_run(seg->committed_mask,
+  for_each_run(node->committed_mask,
                [&](unsigned first, unsigned count) { committed += slices_bytes(first, count); });
+  node_give_back(h, node);
   g_stats.committed.sub(committed);
   g_stats.reserved.sub(kSegmentSize);
   g_stats.segments.sub(1);
@@ -201,12 +230,16 @@ void segment_destroy(Heap* h, Segment* seg) {
   bump(g_stats.os_releases);
 }
 
-// Every start of `count` consecutive set bits in `free`, as a mask.
+// Every start of `count` consecutive set bits in `free`, as a mask. The
+// starts of runs of k bits, m, give those of 2k as m & m >> k, and of k + r
+// (r <= k) as m & m >> r: log2(count) steps where one per bit took a 16-slice
+// span 15 on every segment a search looked at. Shifts bring in zeros, so no
+// run wraps past slice 63.
 uint64_t run_starts(uint64_t free, unsigned count) {
   uint64_t m = free;
-  for (unsigned i = 1; i < count && m; ++i) m &= free >> i;
-  // A run must not wrap past slice 63.
-  if (count > 1) m &= kAllSlices >> (count - 1);
+  unsigned k = 1;
+  for (; 2 * k <= count && m; k *= 2) m &= m >> k;
+  if (k < count) m &= m >> (count - k);
   return m;
 }
 
@@ -229,13 +262,13 @@ constexpr unsigned kSegmentsSearched = 128;
 // `retired`, runs holding a retired span's head count too), or -1.
 int resident_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segment** found) {
   unsigned left = kSegmentsSearched;
-  for (Segment* seg = h->segments; seg && left; seg = seg->next, --left) {
-    uint64_t free = seg->free_mask & seg->committed_mask;
+  for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
+    uint64_t free = n->free_mask & n->committed_mask;
     if (avoid_slice0) free &= ~uint64_t{1};
-    if (!retired) free &= ~seg->retired_spans;
+    if (!retired) free &= ~n->retired_spans;
     int f = find_run(free, count);
     if (f >= 0) {
-      *found = seg;
+      *found = n->seg;
       return f;
     }
   }
@@ -254,16 +287,16 @@ int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Se
   int best = -1;
   unsigned best_cost = ~0u;
   unsigned budget = 4 * kSlicesPerSegment, left = kSegmentsSearched;
-  for (Segment* seg = h->segments; seg && left; seg = seg->next, --left) {
-    uint64_t free = seg->free_mask;
+  for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
+    uint64_t free = n->free_mask;
     if (avoid_slice0) free &= ~uint64_t{1};
-    if (!retired) free &= ~seg->retired_spans;
+    if (!retired) free &= ~n->retired_spans;
     for (uint64_t m = run_starts(free, count); m; m &= m - 1) {
       int f = __builtin_ctzll(m);
       uint64_t run = run_bits(unsigned(f), count);
-      unsigned cost = 2 * unsigned(__builtin_popcountll(run & ~seg->committed_mask)) +
-                      ((run & seg->retired_spans) != 0);
-      if (cost < best_cost) best = f, best_cost = cost, *found = seg;
+      unsigned cost = 2 * unsigned(__builtin_popcountll(run & ~n->committed_mask)) +
+                      ((run & n->retired_spans) != 0);
+      if (cost < best_cost) best = f, best_cost = cost, *found = n->seg;
       if (best_cost <= 2 || --budget == 0) return best;
     }
   }
@@ -279,9 +312,10 @@ int closest_slice(Heap* h, uint32_t touch, bool avoid_slice0, Segment** found) {
   int best = -1;
   uint32_t best_cost = ~uint32_t{0};
   unsigned budget = 2 * kSlicesPerSegment, left = kSegmentsSearched;
-  for (Segment* seg = h->segments; seg && left; seg = seg->next, --left) {
-    uint64_t free = seg->free_mask & seg->committed_mask & ~seg->retired_spans;
+  for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
+    uint64_t free = n->free_mask & n->committed_mask & ~n->retired_spans;
     if (avoid_slice0) free &= ~uint64_t{1};
+    Segment* seg = n->seg;
     for (; free; free &= free - 1) {
       int i = __builtin_ctzll(free);
       uint32_t dirty = seg->slabs[i].dirty;
@@ -300,11 +334,11 @@ int closest_slice(Heap* h, uint32_t touch, bool avoid_slice0, Segment** found) {
 void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   Segment* seg = segment_of(head);
   uint64_t bits = run_bits(slice_index(head) + from, to - from);
-  seg->free_mask &= ~bits;
-  if (!seg->free_mask) list_move(h, seg, true);
-  seg->purge_mask &= ~bits;
-  seg->retired_spans &= ~bits;
-  seg->empty_since = 0;
+  seg->node->free_mask &= ~bits;
+  if (!seg->node->free_mask) list_move(h, seg, true);
+  seg->node->purge_mask &= ~bits;
+  seg->node->retired_spans &= ~bits;
+  seg->node->empty_since = 0;
   for (uint64_t m = fresh; m; m &= m - 1) seg->slabs[__builtin_ctzll(m)].dirty = 0;
   for (unsigned i = from > 1 ? from : 1; i < to; ++i) {
     Slab* t = head + i;
@@ -352,7 +386,7 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
     first = avoid_slice0 ? 1 : 0;
   }
   uint64_t bits = run_bits(unsigned(first), count);
-  uint64_t fresh = bits & ~found->committed_mask;
+  uint64_t fresh = bits & ~found->node->committed_mask;
   note_taken(h, found, bits);
   if (!commit_slices(found, fresh)) {
     // A segment made for this request would stay empty with empty_since 0,
@@ -372,10 +406,10 @@ bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
   unsigned first = slice_index(head), old = head->slice_count;
   if (count <= old || first + count > kSlicesPerSegment) return false;
   uint64_t bits = run_bits(first + old, count - old);
-  if ((seg->free_mask & bits) != bits) return false;
+  if ((seg->node->free_mask & bits) != bits) return false;
   if (h->max_bytes && h->held_bytes + (size_t(count - old) << kSliceShift) > h->max_bytes)
     return false;
-  uint64_t fresh = bits & ~seg->committed_mask;
+  uint64_t fresh = bits & ~seg->node->committed_mask;
   // Moving copies the block, but into a run that is resident whole it faults
   // in nothing, and the old pages are reused: when one exists, move.
   Segment* elsewhere;
@@ -414,11 +448,11 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   }
   h->held_bytes -= size_t(count) << kSliceShift;
   uint64_t bits = run_bits(first, count);
-  if (!seg->free_mask) list_move(h, seg, false);
-  seg->free_mask |= bits;
-  seg->purge_mask |= bits & seg->committed_mask;
-  if (span) seg->retired_spans |= uint64_t{1} << first;
-  if (seg->free_mask == kAllSlices) seg->empty_since = now;
+  if (!seg->node->free_mask) list_move(h, seg, false);
+  seg->node->free_mask |= bits;
+  seg->node->purge_mask |= bits & seg->node->committed_mask;
+  if (span) seg->node->retired_spans |= uint64_t{1} << first;
+  if (seg->node->free_mask == kAllSlices) seg->node->empty_since = now;
   if (option(GR_OPTION_PURGE_DELAY) == 0) segment_purge(h, now, true);
 }
 
@@ -435,29 +469,30 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
     h->feedback_since = now;
   }
   bool pending = false;
-  for (Segment *seg = h->segments, *next; seg; seg = next) {
-    next = seg->next;
-    if (seg->free_mask == kAllSlices && seg->empty_since != 0) {
-      if (force || seg->empty_since <= cutoff) {
+  for (SegmentNode *n = h->segments, *next; n; n = next) {
+    next = n->next;
+    Segment* seg = n->seg;
+    if (seg->node->free_mask == kAllSlices && seg->node->empty_since != 0) {
+      if (force || seg->node->empty_since <= cutoff) {
         segment_destroy(h, seg);
         continue;
       }
       pending = true;
     }
     uint64_t due = 0;
-    for (uint64_t m = seg->purge_mask; m; m &= m - 1) {
+    for (uint64_t m = seg->node->purge_mask; m; m &= m - 1) {
       unsigned i = unsigned(__builtin_ctzll(m));
       if (seg->slabs[i].free_since <= slice_cutoff) due |= uint64_t{1} << i;
     }
     if (due) {
       decommit_slices(seg, due);
-      seg->purge_mask &= ~due;
+      seg->node->purge_mask &= ~due;
       if (!force) {
         seg->purged_mask |= due;
         h->purged_slices += unsigned(__builtin_popcountll(due));
       }
     }
-    if (seg->purge_mask) pending = true;
+    if (seg->node->purge_mask) pending = true;
   }
   return pending;
 }
@@ -492,25 +527,26 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
       // Full segments hold all their slices and have none idle.
       size_t idle = 0, held = h->full_segment_count * kSlicesPerSegment;
       unsigned left = kSegmentsSearched;
-      for (Segment* seg = h->segments; seg && left; seg = seg->next, --left) {
-        idle += size_t(__builtin_popcountll(seg->purge_mask));
-        held += size_t(__builtin_popcountll(~seg->free_mask));
+      for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
+        idle += size_t(__builtin_popcountll(n->purge_mask));
+        held += size_t(__builtin_popcountll(~n->free_mask));
       }
       size_t kept = held >> kRecentIdleShift;
       count = idle > kept ? std::min(count, idle - kept) : 0;
     }
     unsigned left = kSegmentsSearched;
-    for (Segment* seg = h->segments; seg && count && left; seg = seg->next, --left) {
+    for (SegmentNode* n = h->segments; n && count && left; n = n->next, --left) {
+      Segment* seg = n->seg;
       uint64_t due = 0;
-      if (seg->purge_mask && now == 0) now = os::now_ms();
-      for (uint64_t m = seg->purge_mask; m && count; m &= m - 1) {
+      if (seg->node->purge_mask && now == 0) now = os::now_ms();
+      for (uint64_t m = seg->node->purge_mask; m && count; m &= m - 1) {
         if (seg->slabs[__builtin_ctzll(m)].free_since + age > now) continue;
         due |= m & (~m + 1);
         --count;
       }
       if (due) {
         decommit_slices(seg, due);
-        seg->purge_mask &= ~due;
+        seg->node->purge_mask &= ~due;
         seg->offset_mask |= due;
         h->offset_slices += unsigned(__builtin_popcountll(due));
       }
@@ -519,25 +555,26 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
 }
 
 void segment_release_all(Heap* h) {
-  while (h->segments) segment_destroy(h, h->segments);
-  while (h->full_segments) segment_destroy(h, h->full_segments);
+  while (h->segments) segment_destroy(h, h->segments->seg);
+  while (h->full_segments) segment_destroy(h, h->full_segments->seg);
   h->held_bytes = 0;
 }
 
 void segment_reset_all(Heap* h, uint64_t now) {
   // Every one will have free slices.
-  while (Segment* seg = h->full_segments) list_move(h, seg, false);
-  for (Segment* seg = h->segments; seg; seg = seg->next) {
+  while (SegmentNode* n = h->full_segments) list_move(h, n->seg, false);
+  for (SegmentNode* n = h->segments; n; n = n->next) {
+    Segment* seg = n->seg;
     for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
       Slab* s = &seg->slabs[i];
       std::memset(static_cast<void*>(s), 0, sizeof(Slab));
       s->free_since = now;
-      if ((seg->committed_mask >> i) & 1) s->dirty = kSliceSize;
+      if ((seg->node->committed_mask >> i) & 1) s->dirty = kSliceSize;
     }
-    seg->free_mask = kAllSlices;
-    seg->purge_mask = seg->committed_mask;
-    seg->retired_spans = 0;
-    seg->empty_since = now;
+    seg->node->free_mask = kAllSlices;
+    seg->node->purge_mask = seg->node->committed_mask;
+    seg->node->retired_spans = 0;
+    seg->node->empty_since = now;
   }
   h->held_bytes = 0;
 }
@@ -546,7 +583,7 @@ bool segment_reserve_ahead(Heap* h, size_t bytes) {
   for (size_t have = 0; have < bytes; have += kSegmentSize) {
     Segment* seg = segment_create(h);
     if (!seg) return false;
-    seg->empty_since = 0;  // reserved on purpose: not released while empty
+    seg->node->empty_since = 0;  // reserved on purpose: not released while empty
   }
   return true;
 }

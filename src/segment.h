@@ -62,8 +62,8 @@ void segment_decommit_idle(Heap* h, size_t bytes);
 // segments).
 template <class Fn>
 void segment_for_each(Heap* h, Fn fn) {
-  for (Segment* seg = h->segments; seg; seg = seg->next) fn(seg);
-  for (Segment* seg = h->full_segments; seg; seg = seg->next) fn(seg);
+  for (SegmentNode* n = h->segments; n; n = n->next) fn(n->seg);
+  for (SegmentNode* n = h->full_segments; n; n = n->next) fn(n->seg);
 }
 // Release every segment of h (heap destroy); no slab may be live after.
 void segment_release_all(Heap* h);

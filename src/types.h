@@ -93,18 +93,30 @@ inline Block* remote_ptr(uint64_t w) { return reinterpret_cast<Block*>(w & kRemo
 inline uint32_t remote_count(uint64_t w) { return uint32_t(w >> kRemoteCountShift); }
 inline uint64_t remote_state(uint64_t w) { return w & kRemoteStateMask; }
 
-struct Segment {
-  uint64_t cookie;  // kSegmentCookie ^ address
-  Heap* heap;       // owner (under heap->lock)
-  Segment* next;    // heap's segment list
-  Segment* prev;
+// What the walks over a heap's segments read (searches for free slices, the
+// idle decommit, the purge), one cache line per segment kept apart from the
+// segment: the lines of a heap's nodes are few and stay cached, where a walk
+// through the segment headers took one cache miss after another, each
+// waiting for the last (6 us a large block when a program's own data had
+// evicted them). Under the owning heap's lock.
+struct alignas(64) SegmentNode {
+  SegmentNode* next;  // heap's segment list
+  SegmentNode* prev;
+  Segment* seg;             // nullptr while spare (the heap's spare_nodes)
   uint64_t free_mask;       // slices not in any slab
   uint64_t committed_mask;  // slices whose memory is committed
   uint64_t purge_mask;      // free, committed slices waiting to be decommitted
-  uint64_t purged_mask;     // decommitted by the delay, not taken since
-  uint64_t offset_mask;     // decommitted early to offset growth, not taken since
-  uint64_t empty_since;     // when the last slab left (0: not empty)
   uint64_t retired_spans;   // first slices of retired large spans, reused last
+  uint64_t empty_since;     // when the last slab left (0: not empty)
+};
+static_assert(sizeof(SegmentNode) == 64);
+
+struct Segment {
+  uint64_t cookie;       // kSegmentCookie ^ address
+  Heap* heap;            // owner (under heap->lock)
+  SegmentNode* node;     // list links and slice masks
+  uint64_t purged_mask;  // decommitted by the delay, not taken since
+  uint64_t offset_mask;  // decommitted early to offset growth, not taken since
   alignas(128) Slab slabs[kSlicesPerSegment];
 };
 static_assert(sizeof(Segment) <= kSegmentHeaderSize - 4096,
@@ -149,7 +161,8 @@ enum class HeapState : uint8_t { kLive, kAbandoned, kDestroyed };
 struct HugeHeader;
 
 // A destroyed heap is reused in place (heap_renew resets every field that is
-// not a lock or a collector's epoch or claim: add new fields there).
+// not a lock, a collector's epoch or claim, or spare_nodes: add new fields
+// there).
 struct Heap {
   // --- the malloc fast path reads only this table ---
   Slab* direct[kDirectCount] = {};  // slab to pop from for sizes up to kDirectMax (16-byte steps)
@@ -165,9 +178,10 @@ struct Heap {
   // (under lock; first-class heaps and g_thread_segments only) segments with
   // a free slice, and those without: searches for free slices never walk
   // what a large heap has filled.
-  Segment* segments = nullptr;
-  Segment* full_segments = nullptr;
+  SegmentNode* segments = nullptr;
+  SegmentNode* full_segments = nullptr;
   size_t full_segment_count = 0;
+  SegmentNode* spare_nodes = nullptr;  // of segments released; kept when the heap is reused
   // Per small class, in kExtentUnit: how much of its slice the slab last
   // returned to these segments had touched (0: none yet). The next one is
   // expected to touch as much (under lock).
