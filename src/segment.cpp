@@ -33,6 +33,19 @@ namespace {
 
 constexpr uint64_t kAllSlices = ~uint64_t{0};
 
+// Without -mpopcnt (the x86-64 baseline) __builtin_popcountll is a call into
+// libgcc's byte table; the walks over segments count slices per segment.
+inline unsigned popcount(uint64_t x) {
+#if defined(__POPCNT__) || !defined(__x86_64__)
+  return unsigned(__builtin_popcountll(x));
+#else
+  x -= (x >> 1) & 0x5555555555555555ull;
+  x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  return unsigned((x * 0x0101010101010101ull) >> 56);
+#endif
+}
+
 // h->segments holds the segments with a free slice, h->full_segments the
 // rest: a heap grown to gigabytes took a walk over all its segments (three
 // with the idle decommit) for every slab before. A segment moves when its
@@ -193,11 +206,12 @@ Segment* segment_create(Heap* h) {
   seg->node->free_mask = kAllSlices;
   seg->node->committed_mask = resident ? kAllSlices : 0;
   seg->node->purge_mask = resident ? kAllSlices : 0;
+  seg->node->purge_since = 0;
   if (resident) {
     g_stats.committed.add(kSegmentSize - kSegmentHeaderSize);
     for (Slab& s : seg->slabs) s.dirty = kSliceSize;  // whatever the huge block touched
   }
-  seg->node->empty_since = 0;
+  seg->empty_since = 0;
   seg->node->retired_spans = 0;
   if constexpr (kSecure) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
@@ -294,8 +308,8 @@ int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Se
     for (uint64_t m = run_starts(free, count); m; m &= m - 1) {
       int f = __builtin_ctzll(m);
       uint64_t run = run_bits(unsigned(f), count);
-      unsigned cost = 2 * unsigned(__builtin_popcountll(run & ~n->committed_mask)) +
-                      ((run & n->retired_spans) != 0);
+      unsigned cost =
+          2 * unsigned(popcount(run & ~n->committed_mask)) + ((run & n->retired_spans) != 0);
       if (cost < best_cost) best = f, best_cost = cost, *found = n->seg;
       if (best_cost <= 2 || --budget == 0) return best;
     }
@@ -338,7 +352,7 @@ void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   if (!seg->node->free_mask) list_move(h, seg, true);
   seg->node->purge_mask &= ~bits;
   seg->node->retired_spans &= ~bits;
-  seg->node->empty_since = 0;
+  seg->empty_since = 0;
   for (uint64_t m = fresh; m; m &= m - 1) seg->slabs[__builtin_ctzll(m)].dirty = 0;
   for (unsigned i = from > 1 ? from : 1; i < to; ++i) {
     Slab* t = head + i;
@@ -348,7 +362,7 @@ void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   }
   head->slice_count = uint16_t(to);
   h->held_bytes += size_t(to - from) << kSliceShift;
-  if (fresh) segment_decommit_idle(h, size_t(__builtin_popcountll(fresh)) << kSliceShift);
+  if (fresh) segment_decommit_idle(h, size_t(popcount(fresh)) << kSliceShift);
 }
 
 }  // namespace
@@ -450,9 +464,11 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   uint64_t bits = run_bits(first, count);
   if (!seg->node->free_mask) list_move(h, seg, false);
   seg->node->free_mask |= bits;
+  // Callers' clocks were read at different times: keep the lower bound.
+  if (!seg->node->purge_mask || now < seg->node->purge_since) seg->node->purge_since = now;
   seg->node->purge_mask |= bits & seg->node->committed_mask;
   if (span) seg->node->retired_spans |= uint64_t{1} << first;
-  if (seg->node->free_mask == kAllSlices) seg->node->empty_since = now;
+  if (seg->node->free_mask == kAllSlices) seg->empty_since = now;
   if (option(GR_OPTION_PURGE_DELAY) == 0) segment_purge(h, now, true);
 }
 
@@ -472,27 +488,37 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
   for (SegmentNode *n = h->segments, *next; n; n = next) {
     next = n->next;
     Segment* seg = n->seg;
-    if (seg->node->free_mask == kAllSlices && seg->node->empty_since != 0) {
-      if (force || seg->node->empty_since <= cutoff) {
+    if (seg->node->free_mask == kAllSlices && seg->empty_since != 0) {
+      if (force || seg->empty_since <= cutoff) {
         segment_destroy(h, seg);
         continue;
       }
       pending = true;
     }
-    uint64_t due = 0;
-    for (uint64_t m = seg->node->purge_mask; m; m &= m - 1) {
-      unsigned i = unsigned(__builtin_ctzll(m));
-      if (seg->slabs[i].free_since <= slice_cutoff) due |= uint64_t{1} << i;
+    if (!n->purge_mask) continue;
+    if (n->purge_since > slice_cutoff) {  // none due yet: not worth reading them
+      pending = true;
+      continue;
     }
+    uint64_t due = 0, oldest_left = ~uint64_t{0};
+    for (uint64_t m = n->purge_mask; m; m &= m - 1) {
+      unsigned i = unsigned(__builtin_ctzll(m));
+      uint64_t since = seg->slabs[i].free_since;
+      if (since <= slice_cutoff)
+        due |= uint64_t{1} << i;
+      else
+        oldest_left = std::min(oldest_left, since);
+    }
+    n->purge_since = oldest_left;
     if (due) {
       decommit_slices(seg, due);
       seg->node->purge_mask &= ~due;
       if (!force) {
         seg->purged_mask |= due;
-        h->purged_slices += unsigned(__builtin_popcountll(due));
+        h->purged_slices += unsigned(popcount(due));
       }
     }
-    if (seg->node->purge_mask) pending = true;
+    if (n->purge_mask) pending = true;
   }
   return pending;
 }
@@ -528,27 +554,34 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
       size_t idle = 0, held = h->full_segment_count * kSlicesPerSegment;
       unsigned left = kSegmentsSearched;
       for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
-        idle += size_t(__builtin_popcountll(n->purge_mask));
-        held += size_t(__builtin_popcountll(~n->free_mask));
+        idle += size_t(popcount(n->purge_mask));
+        held += size_t(popcount(~n->free_mask));
       }
       size_t kept = held >> kRecentIdleShift;
       count = idle > kept ? std::min(count, idle - kept) : 0;
     }
     unsigned left = kSegmentsSearched;
     for (SegmentNode* n = h->segments; n && count && left; n = n->next, --left) {
+      if (!n->purge_mask) continue;
+      if (now == 0) now = os::now_ms();
+      if (n->purge_since + age > now) continue;  // all too young: not worth reading them
       Segment* seg = n->seg;
-      uint64_t due = 0;
-      if (seg->node->purge_mask && now == 0) now = os::now_ms();
-      for (uint64_t m = seg->node->purge_mask; m && count; m &= m - 1) {
-        if (seg->slabs[__builtin_ctzll(m)].free_since + age > now) continue;
+      uint64_t due = 0, oldest_left = ~uint64_t{0}, m = n->purge_mask;
+      for (; m && count; m &= m - 1) {
+        uint64_t since = seg->slabs[__builtin_ctzll(m)].free_since;
+        if (since + age > now) {
+          oldest_left = std::min(oldest_left, since);
+          continue;
+        }
         due |= m & (~m + 1);
         --count;
       }
+      if (!m) n->purge_since = oldest_left;  // read them all
       if (due) {
         decommit_slices(seg, due);
         seg->node->purge_mask &= ~due;
         seg->offset_mask |= due;
-        h->offset_slices += unsigned(__builtin_popcountll(due));
+        h->offset_slices += unsigned(popcount(due));
       }
     }
   }
@@ -573,8 +606,9 @@ void segment_reset_all(Heap* h, uint64_t now) {
     }
     seg->node->free_mask = kAllSlices;
     seg->node->purge_mask = seg->node->committed_mask;
+    seg->node->purge_since = now;
     seg->node->retired_spans = 0;
-    seg->node->empty_since = now;
+    seg->empty_since = now;
   }
   h->held_bytes = 0;
 }
@@ -583,7 +617,7 @@ bool segment_reserve_ahead(Heap* h, size_t bytes) {
   for (size_t have = 0; have < bytes; have += kSegmentSize) {
     Segment* seg = segment_create(h);
     if (!seg) return false;
-    seg->node->empty_since = 0;  // reserved on purpose: not released while empty
+    seg->empty_since = 0;  // reserved on purpose: not released while empty
   }
   return true;
 }

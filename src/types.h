@@ -107,7 +107,11 @@ struct alignas(64) SegmentNode {
   uint64_t committed_mask;  // slices whose memory is committed
   uint64_t purge_mask;      // free, committed slices waiting to be decommitted
   uint64_t retired_spans;   // first slices of retired large spans, reused last
-  uint64_t empty_since;     // when the last slab left (0: not empty)
+  // No slice in purge_mask was freed before this (ms; a lower bound, made
+  // exact by the walks that read the slices): the idle decommit and the
+  // purge pass over segments whose slices are all too young without
+  // reading them.
+  uint64_t purge_since;
 };
 static_assert(sizeof(SegmentNode) == 64);
 
@@ -117,6 +121,7 @@ struct Segment {
   SegmentNode* node;     // list links and slice masks
   uint64_t purged_mask;  // decommitted by the delay, not taken since
   uint64_t offset_mask;  // decommitted early to offset growth, not taken since
+  uint64_t empty_since;  // when the last slab left (0: not empty)
   alignas(128) Slab slabs[kSlicesPerSegment];
 };
 static_assert(sizeof(Segment) <= kSegmentHeaderSize - 4096,
