@@ -327,23 +327,26 @@ int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Se
 constexpr unsigned kSegmentsSearchedDeep = 1024;
 
 // The first free run of `count` slices in a segment past those searched
-// first (no retired span's head in it), or -1. Its segment moves to the
-// front, where the next searches find what is left of it.
+// first, or -1; one holding a retired span's head only when no other is
+// found (the passes above, too, take such runs before a new segment). Its
+// segment moves to the front, where the next searches find what is left.
 int deep_run(Heap* h, unsigned count, bool avoid_slice0, Segment** found) {
   SegmentNode* n = h->segments;
   for (unsigned i = 0; n && i < kSegmentsSearched; ++i) n = n->next;
+  SegmentNode* retired = nullptr;
+  int retired_first = -1, f = -1;
   for (unsigned left = kSegmentsSearchedDeep; n && left; n = n->next, --left) {
-    uint64_t free = n->free_mask & ~n->retired_spans;
+    uint64_t free = n->free_mask;
     if (avoid_slice0) free &= ~uint64_t{1};
-    int f = find_run(free, count);
-    if (f >= 0) {
-      list_remove(&h->segments, n);
-      list_push(&h->segments, n);
-      *found = n->seg;
-      return f;
-    }
+    if ((f = find_run(free & ~n->retired_spans, count)) >= 0) break;
+    if (!retired && (retired_first = find_run(free, count)) >= 0) retired = n;
   }
-  return -1;
+  if (f < 0) n = retired, f = retired_first;
+  if (!n) return -1;
+  list_remove(&h->segments, n);
+  list_push(&h->segments, n);
+  *found = n->seg;
+  return f;
 }
 
 // The free resident slice whose touched bytes are closest to `touch`, or

@@ -86,6 +86,34 @@ TEST_CASE("a heap's filled segments are counted, reset and released like the oth
   REQUIRE(destroyed.reserved <= before.reserved);
 }
 
+TEST_CASE("a free run past the segments searched first serves before a new segment is made") {
+  // Searches look at the newest 128 segments with free slices first. A hole
+  // in an older segment, out of their reach, must still be found before the
+  // heap maps another (spans freed at random leave their holes anywhere).
+  // 31 slices in both builds (the hardened one adds a guard page): two a segment.
+  constexpr size_t kSpan = 31 * granule::kSliceSize - 8192;
+  constexpr size_t kSegments = 160;
+  gr_heap_t* heap = gr_heap_create(nullptr);
+  REQUIRE(heap != nullptr);
+  std::vector<void*> spans(2 * kSegments);
+  for (auto& p : spans) REQUIRE((p = gr_heap_malloc(heap, kSpan)) != nullptr);
+  // No segment fills up (the header's slice and one more stay free), so the
+  // first one made stays last in the heap's list, behind 159 newer ones.
+  gr_free(spans[0]);
+  gr_stats_t before, after;
+  gr_stats_get(&before);
+  void* again = gr_heap_malloc(heap, kSpan);
+  gr_stats_get(&after);
+  REQUIRE(again != nullptr);
+  INFO("segments " << before.segments << " -> " << after.segments);
+  REQUIRE(after.segments == before.segments);
+  REQUIRE(uintptr_t(again) >> granule::kSegmentShift ==
+          uintptr_t(spans[0]) >> granule::kSegmentShift);
+  spans[0] = again;
+  for (void* p : spans) gr_free(p);
+  gr_heap_destroy(heap);
+}
+
 TEST_CASE("first-class heap with a maximum refuses beyond it") {
   gr_heap_options_t opt = {0, 1u << 20};
   gr_heap_t* heap = gr_heap_create(&opt);
