@@ -560,6 +560,7 @@ void heap_renew(Heap* h) {
   h->full_segment_count = 0;
   for (auto& e : h->small_extent) e = 0;
   h->purged_slices = h->retaken_slices = h->offset_slices = h->offset_retaken = 0;
+  h->offset_due = 0;
   h->feedback_since = 0;
   h->pool_next = nullptr;
   h->max_bytes = h->held_bytes = 0;

@@ -198,6 +198,7 @@ struct Heap {
   // before their delay, and those of them taken back before it would have
   // ended. They halve with the counts above.
   uint32_t offset_slices = 0, offset_retaken = 0;
+  size_t offset_due = 0;  // growth not offset yet: offsets go in batches (segment_decommit_idle)
   uint64_t feedback_since = 0;                    // ms: the counts above halve every ten delays
   std::atomic<HeapKind> kind{HeapKind::kThread};  // set while destroyed (heap_new)
   std::atomic<HeapState> state{HeapState::kLive};
