@@ -203,16 +203,16 @@ Segment* segment_create(Heap* h) {
   seg->heap = h;
   seg->node = node;
   node->seg = seg;
-  seg->node->free_mask = kAllSlices;
-  seg->node->committed_mask = resident ? kAllSlices : 0;
-  seg->node->purge_mask = resident ? kAllSlices : 0;
-  seg->node->purge_since = 0;
+  node->free_mask = kAllSlices;
+  node->committed_mask = resident ? kAllSlices : 0;
+  node->purge_mask = resident ? kAllSlices : 0;
+  node->purge_since = 0;
   if (resident) {
     g_stats.committed.add(kSegmentSize - kSegmentHeaderSize);
     for (Slab& s : seg->slabs) s.dirty = kSliceSize;  // whatever the huge block touched
   }
   seg->empty_since = 0;
-  seg->node->retired_spans = 0;
+  node->retired_spans = 0;
   if constexpr (kSecure) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentHeaderSize - os::info().page_size,
                      os::info().page_size);
@@ -379,11 +379,12 @@ int closest_slice(Heap* h, uint32_t touch, bool avoid_slice0, Segment** found) {
 // and h's idle slices go back as much (segment_decommit_idle).
 void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   Segment* seg = segment_of(head);
+  SegmentNode* n = seg->node;
   uint64_t bits = run_bits(slice_index(head) + from, to - from);
-  seg->node->free_mask &= ~bits;
-  if (!seg->node->free_mask) list_move(h, seg, true);
-  seg->node->purge_mask &= ~bits;
-  seg->node->retired_spans &= ~bits;
+  n->free_mask &= ~bits;
+  if (!n->free_mask) list_move(h, seg, true);
+  n->purge_mask &= ~bits;
+  n->retired_spans &= ~bits;
   seg->empty_since = 0;
   for (uint64_t m = fresh; m; m &= m - 1) seg->slabs[__builtin_ctzll(m)].dirty = 0;
   for (unsigned i = from > 1 ? from : 1; i < to; ++i) {
@@ -471,6 +472,7 @@ bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
 
 void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   Segment* seg = segment_of(head);
+  SegmentNode* n = seg->node;
   unsigned first = slice_index(head), count = head->slice_count;
   bool span = head->kind == SliceKind::kLarge;
   // Blocks are carved from the slab start on, so a small-class slab (one
@@ -495,13 +497,13 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   }
   h->held_bytes -= size_t(count) << kSliceShift;
   uint64_t bits = run_bits(first, count);
-  if (!seg->node->free_mask) list_move(h, seg, false);
-  seg->node->free_mask |= bits;
+  if (!n->free_mask) list_move(h, seg, false);
+  n->free_mask |= bits;
   // Callers' clocks were read at different times: keep the lower bound.
-  if (!seg->node->purge_mask || now < seg->node->purge_since) seg->node->purge_since = now;
-  seg->node->purge_mask |= bits & seg->node->committed_mask;
-  if (span) seg->node->retired_spans |= uint64_t{1} << first;
-  if (seg->node->free_mask == kAllSlices) seg->empty_since = now;
+  if (!n->purge_mask || now < n->purge_since) n->purge_since = now;
+  n->purge_mask |= bits & n->committed_mask;
+  if (span) n->retired_spans |= uint64_t{1} << first;
+  if (n->free_mask == kAllSlices) seg->empty_since = now;
   if (option(GR_OPTION_PURGE_DELAY) == 0) segment_purge(h, now, true);
 }
 
@@ -521,7 +523,7 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
   for (SegmentNode *n = h->segments, *next; n; n = next) {
     next = n->next;
     Segment* seg = n->seg;
-    if (seg->node->free_mask == kAllSlices && seg->empty_since != 0) {
+    if (n->free_mask == kAllSlices && seg->empty_since != 0) {
       if (force || seg->empty_since <= cutoff) {
         segment_destroy(h, seg);
         continue;
@@ -545,7 +547,7 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
     n->purge_since = oldest_left;
     if (due) {
       decommit_slices(seg, due);
-      seg->node->purge_mask &= ~due;
+      n->purge_mask &= ~due;
       if (!force) {
         seg->purged_mask |= due;
         h->purged_slices += unsigned(popcount(due));
@@ -635,7 +637,7 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
       if (!m) n->purge_since = oldest_left;  // read them all
       if (due) {
         decommit_slices(seg, due);
-        seg->node->purge_mask &= ~due;
+        n->purge_mask &= ~due;
         seg->offset_mask |= due;
         h->offset_slices += unsigned(popcount(due));
       }
@@ -658,12 +660,12 @@ void segment_reset_all(Heap* h, uint64_t now) {
       Slab* s = &seg->slabs[i];
       std::memset(static_cast<void*>(s), 0, sizeof(Slab));
       s->free_since = now;
-      if ((seg->node->committed_mask >> i) & 1) s->dirty = kSliceSize;
+      if ((n->committed_mask >> i) & 1) s->dirty = kSliceSize;
     }
-    seg->node->free_mask = kAllSlices;
-    seg->node->purge_mask = seg->node->committed_mask;
-    seg->node->purge_since = now;
-    seg->node->retired_spans = 0;
+    n->free_mask = kAllSlices;
+    n->purge_mask = n->committed_mask;
+    n->purge_since = now;
+    n->retired_spans = 0;
     seg->empty_since = now;
   }
   h->held_bytes = 0;
