@@ -558,6 +558,7 @@ void heap_renew(Heap* h) {
   for (auto& w : h->ready_classes) w.store(0, std::memory_order_relaxed);
   h->segments = h->full_segments = nullptr;  // heap_destroy released them
   h->full_segment_count = 0;
+  for (auto& b : h->run_bins) b = {};
   for (auto& e : h->small_extent) e = 0;
   h->purged_slices = h->retaken_slices = h->offset_slices = h->offset_retaken = 0;
   h->offset_due = 0;

@@ -97,6 +97,88 @@ void node_give_back(Heap* h, SegmentNode* n) {
   h->spare_nodes = n;
 }
 
+// Length of the longest run of set bits in `free`: double while runs twice
+// as long exist, then halve the step (run_starts's rule, m & m >> s for
+// s <= k): at most a dozen steps, on every change of a segment's free slices.
+unsigned longest_run(uint64_t free) {
+  if (free == kAllSlices) return kSlicesPerSegment;
+  if (!free) return 0;
+  uint64_t m = free;  // starts of runs of at least k
+  unsigned k = 1;
+  for (uint64_t next; (next = m & (m >> k)); k *= 2) m = next;
+  for (unsigned step = k / 2; step; step /= 2) {
+    if (uint64_t next = m & (m >> step)) {
+      m = next;
+      k += step;
+    }
+  }
+  return k;
+}
+
+// Segments are filed by their longest free run and by their longest free
+// run that is committed whole, so a search goes straight to the segments
+// that can serve it, shortest fitting run first, and a request no segment
+// can serve makes a new one without a walk. Searches that walked the list
+// of segments looked at a bounded number of them (walking a thousand nodes
+// for each span cost a cache miss per node) and so missed resident runs
+// further on: 3 000 live spans of 128 KiB-2 MiB replaced at random spent
+// 60 % of their time in segment_take_slices, and refaulted pages freed a
+// moment ago in segments out of reach.
+enum BinKind : unsigned { kFreeBins = 0, kResidentBins = 1 };
+
+void bin_remove(Heap* h, SegmentNode* n, unsigned kind) {
+  RunBins& r = h->run_bins[kind];
+  unsigned b = n->longest[kind] - 1u;
+  if (n->bin_prev[kind])
+    n->bin_prev[kind]->bin_next[kind] = n->bin_next[kind];
+  else if (!(r.bins[b] = n->bin_next[kind]))
+    r.nonempty &= ~(uint64_t{1} << b);
+  if (n->bin_next[kind]) n->bin_next[kind]->bin_prev[kind] = n->bin_prev[kind];
+  n->longest[kind] = 0;
+}
+
+void bin_file(Heap* h, SegmentNode* n, unsigned kind, unsigned longest) {
+  if (longest == n->longest[kind]) return;
+  if (n->longest[kind]) bin_remove(h, n, kind);
+  if (!longest) return;
+  RunBins& r = h->run_bins[kind];
+  unsigned b = longest - 1;
+  n->longest[kind] = uint8_t(longest);
+  n->bin_prev[kind] = nullptr;
+  n->bin_next[kind] = r.bins[b];
+  if (n->bin_next[kind]) n->bin_next[kind]->bin_prev[kind] = n;
+  r.bins[b] = n;
+  r.nonempty |= uint64_t{1} << b;
+}
+
+// n's free or committed slices changed: file it anew.
+void bin_refile(Heap* h, SegmentNode* n) {
+  bin_file(h, n, kFreeBins, longest_run(n->free_mask));
+  bin_file(h, n, kResidentBins, longest_run(n->free_mask & n->committed_mask));
+}
+
+void bin_unfile(Heap* h, SegmentNode* n) {
+  if (n->longest[kFreeBins]) bin_remove(h, n, kFreeBins);
+  if (n->longest[kResidentBins]) bin_remove(h, n, kResidentBins);
+}
+
+// Bins holding segments with a run of `count` slices, bit 0 for count.
+inline uint64_t bins_from(const Heap* h, unsigned kind, unsigned count) {
+  return h->run_bins[kind].nonempty >> (count - 1);
+}
+
+// Every segment that may hold a run of `count` slices of `kind`, shortest
+// longest run first, until fn returns true or `left` segments were seen.
+template <class Fn>
+void for_each_candidate(Heap* h, unsigned kind, unsigned count, unsigned left, Fn fn) {
+  for (uint64_t bins = bins_from(h, kind, count); bins; bins &= bins - 1) {
+    SegmentNode* n = h->run_bins[kind].bins[__builtin_ctzll(bins) + count - 1];
+    for (; n; n = n->bin_next[kind]) {
+      if (fn(n) || --left == 0) return;
+    }
+  }
+}
+
 inline uint64_t run_bits(unsigned first, unsigned count) {
   return (count == 64 ? kAllSlices : ((uint64_t{1} << count) - 1)) << first;
 }
@@ -113,7 +195,7 @@ void for_each_run(uint64_t bits, Fn fn) {
   }
 }
 
-bool commit_slices(Segment* seg, uint64_t bits) {
+bool commit_slices(Heap* h, Segment* seg, uint64_t bits) {
   bool ok = true;
   for_each_run(bits, [&](unsigned first, unsigned count) {
     if (!ok) return;
@@ -126,6 +208,7 @@ bool commit_slices(Segment* seg, uint64_t bits) {
     g_stats.committed.add(bytes);
     seg->node->committed_mask |= run_bits(first, count);
   });
+  if (!ok) bin_refile(h, seg->node);  // else the caller takes the run and refiles
   return ok;
 }
 
@@ -159,7 +242,7 @@ void note_taken(Heap* h, Segment* seg, uint64_t bits) {
     if (now - seg->slabs[__builtin_ctzll(offset)].free_since < delay) ++h->offset_retaken;
 }
 
-void decommit_slices(Segment* seg, uint64_t bits) {
+void decommit_slices(Heap* h, Segment* seg, uint64_t bits) {
   for_each_run(bits, [&](unsigned first, unsigned count) {
     size_t bytes = slices_bytes(first, count);
     os::decommit(slice_start(seg, first), bytes);
@@ -168,6 +251,7 @@ void decommit_slices(Segment* seg, uint64_t bits) {
     g_stats.committed.sub(bytes);
     seg->node->committed_mask &= ~run_bits(first, count);
   });
+  bin_refile(h, seg->node);
 }
 
 Segment* segment_create(Heap* h) {
@@ -221,6 +305,7 @@ Segment* segment_create(Heap* h) {
     os::protect_none(reinterpret_cast<char*>(seg) + kSegmentSize - kGuardSize, kGuardSize);
   }
   list_push(&h->segments, node);
+  bin_refile(h, node);
   g_stats.reserved.add(kSegmentSize);
   g_stats.committed.add(kSegmentHeaderSize);
   g_stats.segments.add(1);
@@ -232,6 +317,7 @@ void segment_destroy(Heap* h, Segment* seg) {
   SegmentNode* node = seg->node;
   if (!node->free_mask) --h->full_segment_count;
   list_remove(list_of(h, seg), node);
+  bin_unfile(h, node);
   map_clear(uintptr_t(seg), kSegmentSize);
   size_t committed = kSegmentHeaderSize;
   for_each_run(node->committed_mask,
@@ -267,26 +353,30 @@ int find_run(uint64_t free, unsigned count) {
 // slices at most (512 MiB of them; newest first, and those a slice came
 // back to after they were full): spans freed at random across gigabytes
 // leave every segment a few holes, and walking them all for each take cost
-// 50 us a block (20 000 live blocks of 64 to 512 KiB). Past it a request
-// takes fresh slices or a new segment, and the purge returns whatever
-// idles meanwhile.
+// 50 us a block (20 000 live blocks of 64 to 512 KiB). The idle decommit
+// and closest_slice walk this far; searches for runs take candidates from
+// the bins, and read at most this many of them.
 constexpr unsigned kSegmentsSearched = 128;
 
-// The first free run of `count` slices that is resident whole (with
-// `retired`, runs holding a retired span's head count too), or -1.
+// The free run of `count` slices that is committed whole in the segment with
+// the shortest such longest run (best fit keeps long resident runs for long
+// requests), one free of retired span heads first; with `retired`, one
+// holding such a head if no other turns up. -1 if none.
 int resident_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segment** found) {
-  unsigned left = kSegmentsSearched;
-  for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
+  int best = -1;
+  for_each_candidate(h, kResidentBins, count, kSegmentsSearched, [&](SegmentNode* n) {
     uint64_t free = n->free_mask & n->committed_mask;
     if (avoid_slice0) free &= ~uint64_t{1};
-    if (!retired) free &= ~n->retired_spans;
-    int f = find_run(free, count);
-    if (f >= 0) {
-      *found = n->seg;
-      return f;
+    int f = find_run(free & ~n->retired_spans, count);
+    if (f < 0 && best < 0 && retired && (f = find_run(free, count)) >= 0) {
+      best = f, *found = n->seg;
+      return false;  // keep looking for one without a retired head
     }
-  }
-  return -1;
+    if (f < 0) return false;
+    best = f, *found = n->seg;
+    return true;
+  });
+  return best;
 }
 
 // The free run of `count` slices with the fewest decommitted ones (each is
@@ -300,8 +390,8 @@ int resident_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segme
 int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segment** found) {
   int best = -1;
   unsigned best_cost = ~0u;
-  unsigned budget = 4 * kSlicesPerSegment, left = kSegmentsSearched;
-  for (SegmentNode* n = h->segments; n && left; n = n->next, --left) {
+  unsigned budget = 4 * kSlicesPerSegment;
+  for_each_candidate(h, kFreeBins, count, kSegmentsSearched, [&](SegmentNode* n) {
     uint64_t free = n->free_mask;
     if (avoid_slice0) free &= ~uint64_t{1};
     if (!retired) free &= ~n->retired_spans;
@@ -311,42 +401,11 @@ int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Se
       unsigned cost =
           2 * unsigned(popcount(run & ~n->committed_mask)) + ((run & n->retired_spans) != 0);
       if (cost < best_cost) best = f, best_cost = cost, *found = n->seg;
-      if (best_cost <= 2 || --budget == 0) return best;
+      if (best_cost <= 2 || --budget == 0) return true;
     }
-  }
+    return false;
+  });
   return best;
-}
-
-// Past the segments searched first, this many more are looked at before a
-// new segment is made: a mapping, its header's page faults, and later its
-// release cost more than reading a thousand nodes. Spans freed at random
-// leave their holes anywhere, and without this a heap kept making new
-// segments while old ones, out of the searches' reach, emptied only
-// slowly (3 000 live spans of 128 KiB-2 MiB replaced at random: 50 000
-// segments made and released, 27 GB reserved at the peak).
-constexpr unsigned kSegmentsSearchedDeep = 1024;
-
-// The first free run of `count` slices in a segment past those searched
-// first, or -1; one holding a retired span's head only when no other is
-// found (the passes above, too, take such runs before a new segment). Its
-// segment moves to the front, where the next searches find what is left.
-int deep_run(Heap* h, unsigned count, bool avoid_slice0, Segment** found) {
-  SegmentNode* n = h->segments;
-  for (unsigned i = 0; n && i < kSegmentsSearched; ++i) n = n->next;
-  SegmentNode* retired = nullptr;
-  int retired_first = -1, f = -1;
-  for (unsigned left = kSegmentsSearchedDeep; n && left; n = n->next, --left) {
-    uint64_t free = n->free_mask;
-    if (avoid_slice0) free &= ~uint64_t{1};
-    if ((f = find_run(free & ~n->retired_spans, count)) >= 0) break;
-    if (!retired && (retired_first = find_run(free, count)) >= 0) retired = n;
-  }
-  if (f < 0) n = retired, f = retired_first;
-  if (!n) return -1;
-  list_remove(&h->segments, n);
-  list_push(&h->segments, n);
-  *found = n->seg;
-  return f;
 }
 
 // The free resident slice whose touched bytes are closest to `touch`, or
@@ -383,6 +442,7 @@ void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
   uint64_t bits = run_bits(slice_index(head) + from, to - from);
   n->free_mask &= ~bits;
   if (!n->free_mask) list_move(h, seg, true);
+  bin_refile(h, n);
   n->purge_mask &= ~bits;
   n->retired_spans &= ~bits;
   seg->empty_since = 0;
@@ -403,29 +463,22 @@ void join_run(Heap* h, Slab* head, unsigned from, unsigned to, uint64_t fresh) {
 Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resident_only,
                           uint32_t touch) {
   Segment* found = nullptr;
-  int first = count == 1 ? closest_slice(h, touch, avoid_slice0, &found) : -1;
+  // No segment has a free run this long: straight to a new one.
+  bool any = bins_from(h, kFreeBins, count) != 0;
+  int first = count == 1 && any ? closest_slice(h, touch, avoid_slice0, &found) : -1;
   // Prefer slices that are still committed (no page faults, no OS call),
-  // then the free run that faults in fewest; segments are few per heap.
-  // While the first slice of a retired span stays free, a second free of
-  // the span is caught instead of freeing whatever block would start at the
-  // same address, so such runs come after others of their kind. The default
-  // build still takes them before faulting in more pages: a program
-  // churning spans would otherwise touch every slice of its segments within
-  // one purge delay. The hardened build keeps them for last. A one-slice
-  // request has searched the first pass's slices already (closest_slice).
-  struct Pass {
-    bool committed, retired;
-  };
-  static constexpr Pass kPasses[] = {{true, false}, {true, true}, {false, false}, {false, true}};
-  for (unsigned pass = count == 1 ? 1 : 0; pass < (resident_only ? 2 : 4) && first < 0; ++pass) {
-    // Default build: the last pass ranks retired runs itself. Hardened: a
-    // resident retired run comes no earlier than fresh ones.
-    if (kSecure ? pass == 1 : pass == 2) continue;
-    first = kPasses[pass].committed
-                ? resident_run(h, count, avoid_slice0, kPasses[pass].retired, &found)
-                : least_fresh_run(h, count, avoid_slice0, kPasses[pass].retired, &found);
+  // then the free run that faults in fewest. While the first slice of a
+  // retired span stays free, a second free of the span is caught instead of
+  // freeing whatever block would start at the same address, so such runs
+  // come after others of their kind. The default build still takes them
+  // before faulting in more pages: a program churning spans would otherwise
+  // touch every slice of its segments within one purge delay. The hardened
+  // build keeps them for last.
+  if (first < 0 && any) first = resident_run(h, count, avoid_slice0, !kSecure, &found);
+  if (first < 0 && any && !resident_only) {
+    if (kSecure) first = least_fresh_run(h, count, avoid_slice0, false, &found);
+    if (first < 0) first = least_fresh_run(h, count, avoid_slice0, true, &found);
   }
-  if (first < 0 && !resident_only) first = deep_run(h, count, avoid_slice0, &found);
   bool created = first < 0;
   if (created && resident_only) return nullptr;
   if (created) {
@@ -436,11 +489,17 @@ Slab* segment_take_slices(Heap* h, unsigned count, bool avoid_slice0, bool resid
   uint64_t bits = run_bits(unsigned(first), count);
   uint64_t fresh = bits & ~found->node->committed_mask;
   note_taken(h, found, bits);
-  if (!commit_slices(found, fresh)) {
+  if (!commit_slices(h, found, fresh)) {
     // A segment made for this request would stay empty with empty_since 0,
     // which purging never releases: give it back now.
     if (created) segment_destroy(h, found);
     return nullptr;
+  }
+  if (!created && h->segments != found->node) {
+    // To the front: the walks that look at the newest segments first
+    // (closest_slice, the idle decommit) see what was used last.
+    list_remove(&h->segments, found->node);
+    list_push(&h->segments, found->node);
   }
   Slab* head = &found->slabs[first];
   head->kind = SliceKind::kSlab;
@@ -463,7 +522,7 @@ bool segment_extend_span(Heap* h, Slab* head, unsigned count) {
   Segment* elsewhere;
   if (fresh && resident_run(h, count, true, true, &elsewhere) >= 0) return false;
   note_taken(h, seg, bits);
-  if (!commit_slices(seg, fresh)) return false;
+  if (!commit_slices(h, seg, fresh)) return false;
   // A retired span head taken in becomes a tail: a late second free of that
   // span lands inside this one and is reported as an interior free.
   join_run(h, head, old, count, fresh);
@@ -499,6 +558,7 @@ void segment_return_slices(Heap* h, Slab* head, uint64_t now) {
   uint64_t bits = run_bits(first, count);
   if (!n->free_mask) list_move(h, seg, false);
   n->free_mask |= bits;
+  bin_refile(h, n);
   // Callers' clocks were read at different times: keep the lower bound.
   if (!n->purge_mask || now < n->purge_since) n->purge_since = now;
   n->purge_mask |= bits & n->committed_mask;
@@ -546,7 +606,7 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
     }
     n->purge_since = oldest_left;
     if (due) {
-      decommit_slices(seg, due);
+      decommit_slices(h, seg, due);
       n->purge_mask &= ~due;
       if (!force) {
         seg->purged_mask |= due;
@@ -636,7 +696,7 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
       }
       if (!m) n->purge_since = oldest_left;  // read them all
       if (due) {
-        decommit_slices(seg, due);
+        decommit_slices(h, seg, due);
         n->purge_mask &= ~due;
         seg->offset_mask |= due;
         h->offset_slices += unsigned(popcount(due));
@@ -663,6 +723,7 @@ void segment_reset_all(Heap* h, uint64_t now) {
       if ((n->committed_mask >> i) & 1) s->dirty = kSliceSize;
     }
     n->free_mask = kAllSlices;
+    bin_refile(h, n);
     n->purge_mask = n->committed_mask;
     n->purge_since = now;
     n->retired_spans = 0;

@@ -112,8 +112,14 @@ struct alignas(64) SegmentNode {
   // purge pass over segments whose slices are all too young without
   // reading them.
   uint64_t purge_since;
+  // Second line, not read by the walks above: the heap's bins of segments
+  // by their longest free run (kFreeBins) and longest free committed run
+  // (kResidentBins); 0: no such run, in no bin (segment.cpp).
+  alignas(64) SegmentNode* bin_next[2];
+  SegmentNode* bin_prev[2];
+  uint8_t longest[2];
 };
-static_assert(sizeof(SegmentNode) == 64);
+static_assert(sizeof(SegmentNode) == 128);
 
 struct Segment {
   uint64_t cookie;       // kSegmentCookie ^ address
@@ -145,6 +151,13 @@ inline Segment* segment_of(const Slab* s) { return segment_of(uintptr_t(s)); }
 inline char* slice_start(Segment* seg, unsigned i) {
   return reinterpret_cast<char*>(seg) + (i == 0 ? kSegmentHeaderSize : size_t(i) << kSliceShift);
 }
+
+// Segments filed by the length of a run of free slices: bin k holds those
+// whose longest is k + 1 slices, and `nonempty` has a bit per bin in use.
+struct RunBins {
+  SegmentNode* bins[kSlicesPerSegment];
+  uint64_t nonempty;
+};
 
 struct SlabQueue {
   Slab* head;
@@ -187,6 +200,9 @@ struct Heap {
   SegmentNode* full_segments = nullptr;
   size_t full_segment_count = 0;
   SegmentNode* spare_nodes = nullptr;  // of segments released; kept when the heap is reused
+  // Segments by their longest free run, and by their longest free committed
+  // run (under lock; segment.cpp).
+  RunBins run_bins[2] = {};
   // Per small class, in kExtentUnit: how much of its slice the slab last
   // returned to these segments had touched (0: none yet). The next one is
   // expected to touch as much (under lock).
