@@ -409,7 +409,7 @@ int least_fresh_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Se
 }
 
 // The free resident slice whose touched bytes are closest to `touch`, or
-// -1. Fresh slices and retired span heads are left to the first-fit passes:
+// -1. Fresh slices and retired span heads are left to the run searches:
 // a small slab on a fresh slice would leave a resident one idle. The search
 // ends at a close enough slice, or after two segments' worth: it runs under
 // the lock of segments all thread heaps share.

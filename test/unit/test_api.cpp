@@ -87,9 +87,9 @@ TEST_CASE("a heap's filled segments are counted, reset and released like the oth
 }
 
 TEST_CASE("a free run past the segments searched first serves before a new segment is made") {
-  // Searches look at the newest 128 segments with free slices first. A hole
-  // in an older segment, out of their reach, must still be found before the
-  // heap maps another (spans freed at random leave their holes anywhere).
+  // A hole in the oldest of many segments, behind 159 newer ones in the
+  // heap's list, must be found before the heap maps another (spans freed at
+  // random leave their holes anywhere; searches once walked the newest 128).
   // 31 slices in both builds (the hardened one adds a guard page): two a segment.
   constexpr size_t kSpan = 31 * granule::kSliceSize - 8192;
   constexpr size_t kSegments = 160;
