@@ -50,20 +50,31 @@ inline unsigned popcount(uint64_t x) {
 // rest: a heap grown to gigabytes took a walk over all its segments (three
 // with the idle decommit) for every slab before. A segment moves when its
 // last free slice is taken, and back to the front when one is returned.
-void list_remove(SegmentNode** head, SegmentNode* n) {
-  if (n->prev)
-    n->prev->next = n->next;
+// A node is on two kinds of doubly linked list: its heap's segment list and
+// the bins (bin_file); each names its pair of link fields.
+struct Links {
+  SegmentNode* SegmentNode::*next;
+  SegmentNode* SegmentNode::*prev;
+};
+constexpr Links kListLinks{&SegmentNode::next, &SegmentNode::prev};
+
+void unlink(SegmentNode** head, SegmentNode* n, Links l) {
+  if (n->*l.prev)
+    (n->*l.prev)->*l.next = n->*l.next;
   else
-    *head = n->next;
-  if (n->next) n->next->prev = n->prev;
+    *head = n->*l.next;
+  if (n->*l.next) (n->*l.next)->*l.prev = n->*l.prev;
 }
 
-void list_push(SegmentNode** head, SegmentNode* n) {
-  n->prev = nullptr;
-  n->next = *head;
-  if (*head) (*head)->prev = n;
+void link_front(SegmentNode** head, SegmentNode* n, Links l) {
+  n->*l.prev = nullptr;
+  n->*l.next = *head;
+  if (*head) (*head)->*l.prev = n;
   *head = n;
 }
+
+void list_remove(SegmentNode** head, SegmentNode* n) { unlink(head, n, kListLinks); }
+void list_push(SegmentNode** head, SegmentNode* n) { link_front(head, n, kListLinks); }
 
 // A segment whose last free slice was just taken (full), or that just got
 // one back while full (!full): to the front of its new list.
@@ -125,15 +136,14 @@ unsigned longest_run(uint64_t free) {
 // 60 % of their time in segment_take_slices, and refaulted pages freed a
 // moment ago in segments out of reach.
 enum BinKind : unsigned { kFreeBins = 0, kResidentBins = 1 };
+constexpr Links kBinLinks[2] = {{&SegmentNode::free_bin_next, &SegmentNode::free_bin_prev},
+                                {&SegmentNode::resident_bin_next, &SegmentNode::resident_bin_prev}};
 
 void bin_remove(Heap* h, SegmentNode* n, unsigned kind) {
   RunBins& r = h->run_bins[kind];
   unsigned b = n->longest[kind] - 1u;
-  if (n->bin_prev[kind])
-    n->bin_prev[kind]->bin_next[kind] = n->bin_next[kind];
-  else if (!(r.bins[b] = n->bin_next[kind]))
-    r.nonempty &= ~(uint64_t{1} << b);
-  if (n->bin_next[kind]) n->bin_next[kind]->bin_prev[kind] = n->bin_prev[kind];
+  unlink(&r.bins[b], n, kBinLinks[kind]);
+  if (!r.bins[b]) r.nonempty &= ~(uint64_t{1} << b);
   n->longest[kind] = 0;
 }
 
@@ -144,10 +154,7 @@ void bin_file(Heap* h, SegmentNode* n, unsigned kind, unsigned longest) {
   RunBins& r = h->run_bins[kind];
   unsigned b = longest - 1;
   n->longest[kind] = uint8_t(longest);
-  n->bin_prev[kind] = nullptr;
-  n->bin_next[kind] = r.bins[b];
-  if (n->bin_next[kind]) n->bin_next[kind]->bin_prev[kind] = n;
-  r.bins[b] = n;
+  link_front(&r.bins[b], n, kBinLinks[kind]);
   r.nonempty |= uint64_t{1} << b;
 }
 
@@ -173,7 +180,7 @@ template <class Fn>
 void for_each_candidate(Heap* h, unsigned kind, unsigned count, unsigned left, Fn fn) {
   for (uint64_t bins = bins_from(h, kind, count); bins; bins &= bins - 1) {
     SegmentNode* n = h->run_bins[kind].bins[__builtin_ctzll(bins) + count - 1];
-    for (; n; n = n->bin_next[kind]) {
+    for (; n; n = n->*kBinLinks[kind].next) {
       if (fn(n) || --left == 0) return;
     }
   }
@@ -368,13 +375,10 @@ int resident_run(Heap* h, unsigned count, bool avoid_slice0, bool retired, Segme
     uint64_t free = n->free_mask & n->committed_mask;
     if (avoid_slice0) free &= ~uint64_t{1};
     int f = find_run(free & ~n->retired_spans, count);
-    if (f < 0 && best < 0 && retired && (f = find_run(free, count)) >= 0) {
-      best = f, *found = n->seg;
-      return false;  // keep looking for one without a retired head
-    }
-    if (f < 0) return false;
+    if (f < 0 && (!retired || best >= 0 || (f = find_run(free, count)) < 0)) return false;
     best = f, *found = n->seg;
-    return true;
+    // One holding a retired head: keep looking for one without.
+    return !(n->retired_spans & run_bits(unsigned(f), count));
   });
   return best;
 }

@@ -115,8 +115,10 @@ struct alignas(64) SegmentNode {
   // Second line, not read by the walks above: the heap's bins of segments
   // by their longest free run (kFreeBins) and longest free committed run
   // (kResidentBins); 0: no such run, in no bin (segment.cpp).
-  alignas(64) SegmentNode* bin_next[2];
-  SegmentNode* bin_prev[2];
+  alignas(64) SegmentNode* free_bin_next;
+  SegmentNode* free_bin_prev;
+  SegmentNode* resident_bin_next;
+  SegmentNode* resident_bin_prev;
   uint8_t longest[2];
 };
 static_assert(sizeof(SegmentNode) == 128);
