@@ -26,42 +26,62 @@ namespace {
 
 std::new_handler current_handler() { return cxx_get_new_handler ? cxx_get_new_handler() : nullptr; }
 
-void* new_or_throw(size_t n) {
+// Out of line: the retry loop and its handler calls would otherwise cost
+// every operator new a stack frame.
+__attribute__((noinline)) void* new_retry_or_throw(size_t n) {
   for (;;) {
-    if (void* p = gr_malloc(n)) return p;
     std::new_handler handler = current_handler();
     if (!handler) throw_bad_alloc();
     handler();
+    if (void* p = gr_malloc(n)) return p;
   }
 }
 
-void* new_aligned_or_throw(size_t n, std::align_val_t al) {
+__attribute__((noinline)) void* new_aligned_retry_or_throw(size_t n, std::align_val_t al) {
   for (;;) {
-    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
     std::new_handler handler = current_handler();
     if (!handler) throw_bad_alloc();
     handler();
+    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
   }
 }
 
 // The nothrow forms call the handler too; a handler that throws is the
 // program's choice and propagates (catching would need libstdc++'s runtime).
-void* new_nothrow(size_t n) noexcept {
+__attribute__((noinline)) void* new_retry_nothrow(size_t n) noexcept {
   for (;;) {
-    if (void* p = gr_malloc(n)) return p;
     std::new_handler handler = current_handler();
     if (!handler) return nullptr;
     handler();
+    if (void* p = gr_malloc(n)) return p;
   }
 }
 
-void* new_aligned_nothrow(size_t n, std::align_val_t al) noexcept {
+__attribute__((noinline)) void* new_aligned_retry_nothrow(size_t n, std::align_val_t al) noexcept {
   for (;;) {
-    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
     std::new_handler handler = current_handler();
     if (!handler) return nullptr;
     handler();
+    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
   }
+}
+
+// Hot: malloc's fast path and one test; a failure goes out of line.
+inline void* new_or_throw(size_t n) {
+  void* p = gr_malloc(n);
+  return __builtin_expect(p != nullptr, 1) ? p : new_retry_or_throw(n);
+}
+inline void* new_aligned_or_throw(size_t n, std::align_val_t al) {
+  void* p = gr_aligned_alloc(size_t(al), n);
+  return __builtin_expect(p != nullptr, 1) ? p : new_aligned_retry_or_throw(n, al);
+}
+inline void* new_nothrow(size_t n) noexcept {
+  void* p = gr_malloc(n);
+  return __builtin_expect(p != nullptr, 1) ? p : new_retry_nothrow(n);
+}
+inline void* new_aligned_nothrow(size_t n, std::align_val_t al) noexcept {
+  void* p = gr_aligned_alloc(size_t(al), n);
+  return __builtin_expect(p != nullptr, 1) ? p : new_aligned_retry_nothrow(n, al);
 }
 
 }  // namespace
@@ -70,10 +90,18 @@ void* new_aligned_nothrow(size_t n, std::align_val_t al) noexcept {
 
 GRANULE_EXPORT void* operator new(size_t n) { return new_or_throw(n); }
 GRANULE_EXPORT void* operator new[](size_t n) { return new_or_throw(n); }
-GRANULE_EXPORT void* operator new(size_t n, const std::nothrow_t&) noexcept { return new_nothrow(n); }
-GRANULE_EXPORT void* operator new[](size_t n, const std::nothrow_t&) noexcept { return new_nothrow(n); }
-GRANULE_EXPORT void* operator new(size_t n, std::align_val_t al) { return new_aligned_or_throw(n, al); }
-GRANULE_EXPORT void* operator new[](size_t n, std::align_val_t al) { return new_aligned_or_throw(n, al); }
+GRANULE_EXPORT void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  return new_nothrow(n);
+}
+GRANULE_EXPORT void* operator new[](size_t n, const std::nothrow_t&) noexcept {
+  return new_nothrow(n);
+}
+GRANULE_EXPORT void* operator new(size_t n, std::align_val_t al) {
+  return new_aligned_or_throw(n, al);
+}
+GRANULE_EXPORT void* operator new[](size_t n, std::align_val_t al) {
+  return new_aligned_or_throw(n, al);
+}
 GRANULE_EXPORT void* operator new(size_t n, std::align_val_t al, const std::nothrow_t&) noexcept {
   return new_aligned_nothrow(n, al);
 }
@@ -102,6 +130,7 @@ GRANULE_EXPORT void operator delete[](void* p, size_t n, std::align_val_t al) no
 GRANULE_EXPORT void operator delete(void* p, std::align_val_t al, const std::nothrow_t&) noexcept {
   gr_free_aligned_sized(p, size_t(al), 0);
 }
-GRANULE_EXPORT void operator delete[](void* p, std::align_val_t al, const std::nothrow_t&) noexcept {
+GRANULE_EXPORT void operator delete[](void* p, std::align_val_t al,
+                                      const std::nothrow_t&) noexcept {
   gr_free_aligned_sized(p, size_t(al), 0);
 }
