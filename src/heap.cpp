@@ -292,9 +292,9 @@ __attribute__((noinline)) void* heap_alloc_huge(Heap* h, size_t size, size_t ali
 
 namespace {
 
-Slab* take_slices(Heap* h, unsigned c, bool resident_only) {
+// slices: class_slab_slices(c), or fewer for a short slab (new_slab).
+Slab* take_slices(Heap* h, unsigned c, bool resident_only, unsigned slices) {
   Heap* home = slice_home(h);
-  unsigned slices = class_slab_slices(c);
   LockGuard guard(home->lock);
   if (h->max_bytes && h->held_bytes + (size_t(slices) << kSliceShift) > h->max_bytes) {
     return nullptr;
@@ -302,16 +302,25 @@ Slab* take_slices(Heap* h, unsigned c, bool resident_only) {
   // A small slab is expected to touch as much of its slice as the last one
   // of its class did.
   uint8_t pages = c < kSmallClassCount ? home->small_extent[c] : 0;
-  return segment_take_slices(home, slices, false, resident_only,
+  // A short slab stays off slice 0, whose header would leave it no block.
+  bool short_slab = slices < class_slab_slices(c);
+  return segment_take_slices(home, slices, short_slab, resident_only,
                              pages ? pages * kExtentUnit : uint32_t(kSliceSize));
 }
 
 Slab* new_slab(Heap* h, unsigned c) {
   bool medium = c >= kSmallClassCount;
-  Slab* s = take_slices(h, c, medium);
+  unsigned slices = class_slab_slices(c);
+  Slab* s = take_slices(h, c, medium, slices);
   if (!s && medium) {
     release_idle_medium(h, c);
-    s = take_slices(h, c, false);
+    s = take_slices(h, c, true, slices);
+    // Resident runs too short for a whole slab (what other classes just gave
+    // back, a buffer at a time) still hold a few blocks: a short slab there
+    // reuses their pages where a whole one would fault in fresh ones.
+    auto one_block = unsigned((class_block_size(c) + kSliceSize - 1) >> kSliceShift);
+    if (!s && one_block < slices) s = take_slices(h, c, true, one_block);
+    if (!s) s = take_slices(h, c, false, slices);
   }
   if (!s) return nullptr;
   slab_init(s, h, c, next_key(h));

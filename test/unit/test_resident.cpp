@@ -139,6 +139,31 @@ bool resident(const void* p) {
 }
 }  // namespace
 
+TEST_CASE("a medium slab too big for the resident free runs takes a short one there") {
+  // Buffers of ever new medium sizes, one at a time (an interpreter reading
+  // its files): each class keeps its empty slab until two newer ones are
+  // empty, then gives it back. Those pages should serve the next size even
+  // when they are too few for a whole slab of it.
+  with_purge_delay(60 * 1000, [] {
+    // Slabs of 2, 4 and 4 slices.
+    for (size_t n : {size_t(16384), size_t(20480), size_t(22528)}) {
+      void* p = gr_malloc(n);
+      REQUIRE(p != nullptr);
+      std::memset(p, 1, n);
+      gr_free(p);
+    }
+    // 26 KiB blocks come in slabs of 3 slices; the 16 KiB slab, given back
+    // now, leaves a resident run of 2 at least. A whole slab would take
+    // fresh slices unless some other resident run is long enough.
+    size_t before = committed();
+    void* p = gr_malloc(26000);
+    REQUIRE(p != nullptr);
+    std::memset(p, 2, 26000);
+    CHECK(committed() <= before);
+    gr_free(p);
+  });
+}
+
 TEST_CASE("a span that must fault pages in takes the free run that needs fewest") {
   with_purge_delay(60 * 1000, [] {
     // A heap of its own: its segment holds only these spans, side by side.
