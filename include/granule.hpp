@@ -23,17 +23,12 @@ namespace gr {
 
 namespace detail {
 
-[[noreturn]] inline void fail_bad_alloc() {
+// Throws E (std::bad_alloc, std::bad_array_new_length) where the program
+// has exceptions, aborts where it has none.
+template <class E>
+[[noreturn]] void fail() {
 #if defined(__cpp_exceptions) || defined(_CPPUNWIND)
-  throw std::bad_alloc();
-#else
-  std::abort();
-#endif
-}
-
-[[noreturn]] inline void fail_bad_length() {
-#if defined(__cpp_exceptions) || defined(_CPPUNWIND)
-  throw std::bad_array_new_length();
+  throw E();
 #else
   std::abort();
 #endif
@@ -47,14 +42,14 @@ inline constexpr bool kOverAligned = alignof(T) > alignof(std::max_align_t);
 // n objects of T from heap (nullptr: the calling thread's heap).
 template <class T>
 T* allocate(gr_heap_t* heap, std::size_t n) {
-  if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) fail_bad_length();
+  if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) fail<std::bad_array_new_length>();
   const std::size_t bytes = n * sizeof(T);
   void* p;
   if constexpr (kOverAligned<T>)
     p = heap ? gr_heap_aligned_alloc(heap, alignof(T), bytes) : gr_aligned_alloc(alignof(T), bytes);
   else
     p = heap ? gr_heap_malloc(heap, bytes) : gr_malloc(bytes);
-  if (!p) fail_bad_alloc();
+  if (!p) fail<std::bad_alloc>();
   return static_cast<T*>(p);
 }
 
@@ -67,16 +62,27 @@ void deallocate(T* p, std::size_t n) noexcept {
     gr_free_sized(p, n * sizeof(T));
 }
 
+// What both allocators share: the types std::allocator_traits reads, and
+// the free (gr_free serves blocks of every heap, from any thread).
+template <class T>
+struct AllocatorBase {
+  using value_type = T;
+  using size_type = std::size_t;
+  using difference_type = std::ptrdiff_t;
+
+  void deallocate(T* p, std::size_t n) noexcept { detail::deallocate(p, n); }
+  std::size_t max_size() const noexcept {
+    return std::numeric_limits<std::size_t>::max() / sizeof(T);
+  }
+};
+
 }  // namespace detail
 
 // Stateless: every instance allocates from the calling thread's heap, and
 // any instance frees what any other allocated (from any thread).
 template <class T>
-class allocator {
+class allocator : public detail::AllocatorBase<T> {
  public:
-  using value_type = T;
-  using size_type = std::size_t;
-  using difference_type = std::ptrdiff_t;
   using propagate_on_container_move_assignment = std::true_type;
   using is_always_equal = std::true_type;
 
@@ -85,10 +91,6 @@ class allocator {
   constexpr allocator(const allocator<U>&) noexcept {}
 
   [[nodiscard]] T* allocate(std::size_t n) { return detail::allocate<T>(nullptr, n); }
-  void deallocate(T* p, std::size_t n) noexcept { detail::deallocate(p, n); }
-  std::size_t max_size() const noexcept {
-    return std::numeric_limits<std::size_t>::max() / sizeof(T);
-  }
 };
 
 template <class T, class U>
@@ -102,11 +104,8 @@ constexpr bool operator==(const allocator<T>&, const allocator<U>&) noexcept {
 // The heap must outlive the containers, or be reset/destroyed with them
 // abandoned (never used again): that is how a whole arena goes at once.
 template <class T>
-class heap_allocator {
+class heap_allocator : public detail::AllocatorBase<T> {
  public:
-  using value_type = T;
-  using size_type = std::size_t;
-  using difference_type = std::ptrdiff_t;
   using propagate_on_container_copy_assignment = std::true_type;
   using propagate_on_container_move_assignment = std::true_type;
   using propagate_on_container_swap = std::true_type;
@@ -118,10 +117,6 @@ class heap_allocator {
   constexpr heap_allocator(const heap_allocator<U>& other) noexcept : heap_(other.heap()) {}
 
   [[nodiscard]] T* allocate(std::size_t n) { return detail::allocate<T>(heap_, n); }
-  void deallocate(T* p, std::size_t n) noexcept { detail::deallocate(p, n); }
-  std::size_t max_size() const noexcept {
-    return std::numeric_limits<std::size_t>::max() / sizeof(T);
-  }
   constexpr gr_heap_t* heap() const noexcept { return heap_; }
 
  private:
@@ -142,7 +137,7 @@ class heap {
   explicit heap(std::size_t max_size = 0, std::size_t initial_reserve = 0) {
     gr_heap_options_t options = {initial_reserve, max_size};
     heap_ = gr_heap_create(&options);
-    if (!heap_) detail::fail_bad_alloc();
+    if (!heap_) detail::fail<std::bad_alloc>();
   }
   ~heap() {
     if (heap_) gr_heap_destroy(heap_);
