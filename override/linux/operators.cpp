@@ -26,62 +26,41 @@ namespace {
 
 std::new_handler current_handler() { return cxx_get_new_handler ? cxx_get_new_handler() : nullptr; }
 
-// Out of line: the retry loop and its handler calls would otherwise cost
-// every operator new a stack frame.
-__attribute__((noinline)) void* new_retry_or_throw(size_t n) {
+// After a failed allocation: ask the new-handler and try again until it
+// gives up (kThrow: then throw; the nothrow forms return NULL). A handler
+// that throws in a nothrow form is the program's choice and propagates
+// (catching would need libstdc++'s runtime). Out of line: inlined, the loop
+// and its calls would cost every operator new a stack frame.
+template <bool kThrow, class Alloc>
+__attribute__((noinline)) void* retry(Alloc alloc) {
   for (;;) {
     std::new_handler handler = current_handler();
-    if (!handler) throw_bad_alloc();
+    if (!handler) {
+      if constexpr (kThrow) throw_bad_alloc();
+      return nullptr;
+    }
     handler();
-    if (void* p = gr_malloc(n)) return p;
-  }
-}
-
-__attribute__((noinline)) void* new_aligned_retry_or_throw(size_t n, std::align_val_t al) {
-  for (;;) {
-    std::new_handler handler = current_handler();
-    if (!handler) throw_bad_alloc();
-    handler();
-    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
-  }
-}
-
-// The nothrow forms call the handler too; a handler that throws is the
-// program's choice and propagates (catching would need libstdc++'s runtime).
-__attribute__((noinline)) void* new_retry_nothrow(size_t n) noexcept {
-  for (;;) {
-    std::new_handler handler = current_handler();
-    if (!handler) return nullptr;
-    handler();
-    if (void* p = gr_malloc(n)) return p;
-  }
-}
-
-__attribute__((noinline)) void* new_aligned_retry_nothrow(size_t n, std::align_val_t al) noexcept {
-  for (;;) {
-    std::new_handler handler = current_handler();
-    if (!handler) return nullptr;
-    handler();
-    if (void* p = gr_aligned_alloc(size_t(al), n)) return p;
+    if (void* p = alloc()) return p;
   }
 }
 
 // Hot: malloc's fast path and one test; a failure goes out of line.
+template <bool kThrow, class Alloc>
+inline void* allocate(Alloc alloc) {
+  void* p = alloc();
+  return __builtin_expect(p != nullptr, 1) ? p : retry<kThrow>(alloc);
+}
 inline void* new_or_throw(size_t n) {
-  void* p = gr_malloc(n);
-  return __builtin_expect(p != nullptr, 1) ? p : new_retry_or_throw(n);
+  return allocate<true>([n] { return gr_malloc(n); });
 }
 inline void* new_aligned_or_throw(size_t n, std::align_val_t al) {
-  void* p = gr_aligned_alloc(size_t(al), n);
-  return __builtin_expect(p != nullptr, 1) ? p : new_aligned_retry_or_throw(n, al);
+  return allocate<true>([n, al] { return gr_aligned_alloc(size_t(al), n); });
 }
 inline void* new_nothrow(size_t n) noexcept {
-  void* p = gr_malloc(n);
-  return __builtin_expect(p != nullptr, 1) ? p : new_retry_nothrow(n);
+  return allocate<false>([n] { return gr_malloc(n); });
 }
 inline void* new_aligned_nothrow(size_t n, std::align_val_t al) noexcept {
-  void* p = gr_aligned_alloc(size_t(al), n);
-  return __builtin_expect(p != nullptr, 1) ? p : new_aligned_retry_nothrow(n, al);
+  return allocate<false>([n, al] { return gr_aligned_alloc(size_t(al), n); });
 }
 
 }  // namespace
