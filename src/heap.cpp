@@ -318,7 +318,7 @@ Slab* new_slab(Heap* h, unsigned c) {
     // Resident runs too short for a whole slab (what other classes just gave
     // back, a buffer at a time) still hold a few blocks: a short slab there
     // reuses their pages where a whole one would fault in fresh ones.
-    auto one_block = unsigned((class_block_size(c) + kSliceSize - 1) >> kSliceShift);
+    auto one_block = unsigned(slices_holding(class_block_size(c)));
     if (!s && one_block < slices) s = take_slices(h, c, true, one_block);
     if (!s) s = take_slices(h, c, false, slices);
   }
@@ -396,8 +396,7 @@ void* alloc_large(Heap* h, size_t size, size_t alignment) {
   // zero), and with a larger alignment could land just past its span.
   if (size == 0) size = 1;
   size_t need = size + (alignment > kSliceSize ? alignment - kSliceSize : 0);
-  if constexpr (kSecure) need += kGuardSize;  // a span may end at the segment's guard page
-  size_t slices = (need + kSliceSize - 1) >> kSliceShift;
+  size_t slices = slices_holding(need);
   if (slices >= kSlicesPerSegment) return heap_alloc_huge(h, size, alignment, false);
   Slab* s;
   {
@@ -860,7 +859,7 @@ bool heap_grow_span(void* p, size_t size) {
   if (s->kind != SliceKind::kLarge || s->start != p || (s->flags & kSlabHasAligned) || !owner)
     return false;
   unsigned first = slice_index(s);
-  auto count = unsigned((size + kSliceSize - 1) >> kSliceShift);
+  auto count = unsigned(slices_for(size));
   while (slices_bytes(first, count) < size) ++count;
   Heap* home = slice_home(owner);
   LockGuard guard(home->lock);

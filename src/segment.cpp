@@ -663,7 +663,7 @@ void segment_decommit_idle(Heap* h, size_t bytes) {
   if (h->offset_due <
       std::clamp(h->held_bytes >> kRecentIdleShift, kOffsetBatchMin, kOffsetBatchMax))
     return;
-  size_t count = (h->offset_due + kSliceSize - 1) >> kSliceShift;
+  size_t count = slices_for(h->offset_due);
   h->offset_due = 0;
   // The clock only once there is something to age: a small program that
   // never frees a slab never asks the time.

@@ -81,6 +81,14 @@ inline void slab_set_fast_owner(Slab* s, Heap* h) {
   __atomic_store_n(&s->fast_owner, h, __ATOMIC_RELAXED);
 }
 
+// Slices that hold `bytes`, rounded up.
+inline size_t slices_for(size_t bytes) { return (bytes + kSliceSize - 1) >> kSliceShift; }
+// Slices that hold `bytes` in any run off slice 0 (whose header takes its
+// start): in the hardened build a run may end at the segment's guard page.
+inline size_t slices_holding(size_t bytes) {
+  return slices_for(bytes + (kSecure ? kGuardSize : 0));
+}
+
 // Bytes of a slice range, as committed by the OS layer.
 inline size_t slices_bytes(unsigned first, unsigned count) {
   size_t end = size_t(first + count) << kSliceShift;
