@@ -121,6 +121,40 @@ TEST_CASE("memory that grows while free slices wait for their delay gives them b
   });
 }
 
+TEST_CASE("a medium class whose live blocks swing across a slab boundary keeps its second slab") {
+  // Between one slab's worth of 20000-byte blocks (12 to a slab of 4
+  // slices) and two, freed in random order: the slab that empties while the
+  // other holds blocks must wait for the next swing, not go back to be
+  // replaced by a new one, whose blocks are carved (counted in
+  // `allocations`) afresh.
+  std::thread([] {
+    constexpr size_t kSize = 20000;
+    std::vector<void*> live;
+    uint64_t x = 12345;
+    auto step = [&] {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      if (live.size() < 6 || (live.size() < 20 && (x & 1))) {
+        void* p = gr_malloc(kSize);
+        REQUIRE(p != nullptr);
+        live.push_back(p);
+      } else {
+        size_t i = (x >> 8) % live.size();
+        gr_free(live[i]);
+        live[i] = live.back();
+        live.pop_back();
+      }
+    };
+    for (int i = 0; i < 2000; ++i) step();
+    gr_stats_t before, after;
+    gr_stats_get(&before);
+    for (int i = 0; i < 20000; ++i) step();
+    gr_stats_get(&after);
+    for (void* p : live) gr_free(p);
+    INFO("blocks carved while swinging: " << after.allocations - before.allocations);
+    CHECK(after.allocations - before.allocations < 24);
+  }).join();
+}
+
 #if defined(__linux__) && !defined(GRANULE_SECURE)  // hardened spans carry guard pages
 #include <sys/mman.h>
 
