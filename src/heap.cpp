@@ -268,36 +268,34 @@ __attribute__((noinline)) void release_empty(Heap* h, Slab* s) {
 // so it reuses their pages; all but the two emptied last, so a program
 // cycling through a few sizes doesn't make and drop a slab per malloc.
 constexpr uint64_t kIdleMediumKept = 2;
+// At most two slabs in the queue: where a medium class keeps an empty one
+// (medium_slab_empty).
+bool short_queue(const SlabQueue& q) { return q.head == q.tail || q.head->next == q.tail; }
 void release_idle_medium(Heap* h, unsigned except) {
   for (unsigned c = kSmallClassCount; c < kClassCount; ++c) {
-    // A class keeps an empty slab alone in its queue, or beside one in use
-    // (release_unless_short).
     const SlabQueue& q = h->queues[c];
-    if (c == except || !q.head || (q.head != q.tail && q.head->next != q.tail)) continue;
+    if (c == except || !q.head || !short_queue(q)) continue;
     Slab* s = q.head->used == 0 ? q.head : q.tail;
     if (s->used == 0 && s->free_since + kIdleMediumKept <= h->idle_epoch) release_empty(h, s);
   }
 }
 
-// A medium slab emptied while others of its class remain stays when they
-// are few and none is empty. A medium slab holds eight blocks or so, so a
-// class whose live blocks swing between one slab's worth and two would
+// A medium slab that empties stays while its queue is short and the other
+// slab there, if any, holds blocks. A medium slab holds eight blocks or so,
+// so a class whose live blocks swing between one slab's worth and two would
 // otherwise give a slab back and take a new one at every swing, through the
 // shared segments' lock and with its blocks carved anew (20 000-byte blocks
 // swinging between 6 and 20 live: 0.385 -> 0.282 s for 20 M steps). Still
-// at most one empty slab per class, given back like one alone in its queue
-// when other sizes need resident pages (release_idle_medium). Not for small
-// classes, which nothing hands on that way: kept there, they cost the
-// aligned workload 3 % of its peak. In a section: a collector may relink
-// the middle of a longer queue.
-constexpr unsigned kKeptQueue = 2;
-__attribute__((noinline)) void release_unless_short(Heap* h, Slab* s) {
+// at most one empty slab per class, given back when other sizes need
+// resident pages (release_idle_medium). Small classes keep one only when it
+// is alone: nothing hands theirs on that way, and kept beside another they
+// cost the aligned workload 3 % of its peak. In a section: a collector may
+// relink the middle of a longer queue.
+__attribute__((noinline)) void medium_slab_empty(Heap* h, Slab* s) {
   OwnerSection section(h);
-  unsigned n = 0;
-  bool other_empty = false;
-  for (Slab* t = h->queues[s->size_class].head; t && n <= kKeptQueue; t = t->next, ++n)
-    other_empty |= t != s && t->used == 0;
-  if (n > kKeptQueue || other_empty) return release_empty(h, s);
+  const SlabQueue& q = h->queues[s->size_class];
+  Slab* other = q.head == s ? q.tail : q.head;  // in a short queue
+  if (!short_queue(q) || (other != s && other->used == 0)) return release_empty(h, s);
   s->free_since = ++h->idle_epoch;
 }
 
@@ -975,14 +973,11 @@ void heap_offset_growth(Heap* h, size_t bytes) {
 
 // Off the free fast path: kept out of line so free stays a leaf without spills.
 __attribute__((noinline)) void heap_slab_empty(Heap* h, Slab* s) {
+  if (s->size_class >= kSmallClassCount) return medium_slab_empty(h, s);
   SlabQueue& q = h->queues[s->size_class];
   // Keep one slab per class: no thrash at a boundary. No section for the
   // test (the common outcome): a collector changes neither end of a queue.
-  if (q.head == s && q.tail == s) {
-    if (s->size_class >= kSmallClassCount) s->free_since = ++h->idle_epoch;
-    return;
-  }
-  if (s->size_class >= kSmallClassCount) return release_unless_short(h, s);
+  if (q.head == s && q.tail == s) return;
   release_empty(h, s);
 }
 
