@@ -15,6 +15,15 @@ __attribute__((noinline)) void* malloc_slow(size_t size) {
   if (!p) errno = ENOMEM;
   return p;
 }
+// A live block of a slab this thread's fast path doesn't own: another
+// thread's slab takes it on its remote list; the rest is the slow path's.
+// Out of line so gr_free compares the owner with the thread's heap without
+// keeping the heap in a register.
+__attribute__((noinline)) void free_not_owner(Slab* s, Block* b, uintptr_t tag) {
+  Heap* h = heap_current();
+  if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(h, s, b, tag);
+  heap_free_slow(b);
+}
 }  // namespace
 
 extern "C" void* gr_malloc(size_t size) {
@@ -81,21 +90,17 @@ extern "C" void gr_free(void* p) {
     return heap_free_slow(p);
   }
   if (Slab* s = live_block_slice(p)) {
-    Heap* h = heap_current();
     auto* b = static_cast<Block*>(p);
     uintptr_t tag = block_tag(s, b);  // before the stores: they could alias s->key
-    if (__builtin_expect(slab_fast_owner(s) == h, 1)) {
+    Heap* owner = slab_fast_owner(s);
+    if (__builtin_expect(owner == heap_current(), 1)) {
       b->next = s->free;
       b->tag = tag;
       s->free = b;
-      // Last, with release: a collector that reads the count sees the rest
-      // (heap.cpp, OwnerSection). A plain store on x86.
-      uint32_t used = s->used - 1;
-      __atomic_store_n(&s->used, used, __ATOMIC_RELEASE);
-      if (__builtin_expect(used != 0, 1)) return;
-      return heap_slab_empty(h, s);
+      if (__builtin_expect(!slab_owner_put_back(s), 1)) return;
+      return heap_slab_empty(owner, s);
     }
-    if (s->kind == SliceKind::kSlab && s->heap != h) return heap_free_remote(h, s, b, tag);
+    return free_not_owner(s, b, tag);
   }
   heap_free_slow(p);
 }

@@ -16,7 +16,7 @@ namespace granule {
 struct Heap;
 struct Segment;
 
-// A free block: the free-list link and a tag (key ^ address) that marks it
+// A free block: the free-list link and a tag (key + address) that marks it
 // free, so a second free of the same block is caught before it corrupts the
 // list. Every block is at least 16 bytes, so both words fit.
 struct Block {
@@ -63,7 +63,7 @@ struct alignas(128) Slab {
   uint32_t limit;      // capacity * slab_step: bounds off * div_magic for carved block starts
   uint32_t used;       // blocks out of `free` (live, or freed remotely and not collected)
   uint64_t div_magic;  // ceil(2^64 / block_size) + 1: exact division and the block-start test
-  uintptr_t key;       // random; free blocks carry key ^ address
+  uintptr_t key;       // random; free blocks carry key + address
   uint32_t block_size;
   uint32_t capacity;  // blocks carved
   uint32_t reserved;  // blocks that fit
