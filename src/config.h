@@ -12,6 +12,18 @@ inline constexpr bool kSecure = true;
 inline constexpr bool kSecure = false;
 #endif
 
+// ThreadSanitizer builds (clang says so through __has_feature, GCC through
+// __SANITIZE_THREAD__): code that orders memory by hand takes the atomic
+// form there, which the sanitizer can follow.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GRANULE_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(GRANULE_TSAN)
+#define GRANULE_TSAN 1
+#endif
+
 // Segments: aligned to their own size, so any pointer finds its segment by
 // masking. 4 MiB keeps the per-thread floor small while amortising the OS.
 inline constexpr unsigned kSegmentShift = 22;

@@ -122,14 +122,6 @@ inline void block_set_next(const Slab* s, Block* b, Block* next) {
 // x86-64 one read-modify-write instruction does it, as x86 keeps stores in
 // order; an atomic store costs a load, a subtract and a store. A
 // ThreadSanitizer build takes the atomic store, which it can see.
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define GRANULE_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__) && !defined(GRANULE_TSAN)
-#define GRANULE_TSAN 1
-#endif
 inline bool slab_owner_put_back(Slab* s) {
 #if defined(__x86_64__) && !defined(GRANULE_TSAN)
   bool none_left;
