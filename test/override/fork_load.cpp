@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -23,6 +24,10 @@ constexpr int kSlots = 1024;
 // Blocks in flight between threads: [0] = size, then a pattern of the size.
 std::atomic<uint64_t*> g_slots[kSlots];
 std::atomic<bool> g_stop{false};
+// Set while a child runs: the workers only matter at the moment of fork(),
+// and four of them beside the child on two cores made each child take a
+// quarter of a second.
+std::atomic<bool> g_pause{false};
 
 uint64_t* make_block(size_t words) {
   auto* b = static_cast<uint64_t*>(malloc(words * sizeof(uint64_t)));
@@ -44,6 +49,10 @@ std::atomic<long> g_bad_blocks{0};
 void worker(unsigned seed) {
   uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
   while (!g_stop.load(std::memory_order_relaxed)) {
+    if (g_pause.load(std::memory_order_relaxed)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
+    }
     x ^= x << 13, x ^= x >> 7, x ^= x << 17;
     // Mostly small, some medium, now and then a huge block (its own mapping).
     size_t words = x % 500 == 0 ? (300u << 10) : x % 10 == 0 ? 2 + x % 4000 : 2 + x % 60;
@@ -102,6 +111,9 @@ int main() {
   for (int i = 0; i < kThreads; ++i) threads.emplace_back(worker, unsigned(i + 1));
   int failed_children = 0;
   for (int i = 0; i < kForks; ++i) {
+    // Let the workers run before each fork, so it finds them mid-allocation.
+    g_pause = false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) {
@@ -109,6 +121,7 @@ int main() {
       return 1;
     }
     if (pid == 0) exit(child_main());
+    g_pause = true;
     int status = 0;
     if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       printf("child %d failed: status %#x\n", i, status);
