@@ -738,6 +738,10 @@ void abandon_in_child(Heap* h) {
 void thread_exit(void* value) {
   auto* h = static_cast<Heap*>(value);
   if (!h || heap_is_placeholder(h)) return;
+  // The exiting thread of a Windows process that is ending: the purge thread
+  // or any other may have been killed holding a lock handing over needs, and
+  // nothing outlives the process to reuse the slabs.
+  if (os::process_exiting()) return;
   heap_abandon(h);
   heap_set_current(&g_exited_heap);
   bool others_live = false;

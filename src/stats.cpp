@@ -18,8 +18,11 @@ using namespace granule;
 namespace {
 
 void walk_heaps(gr_stats_t* st) {
+  // Statistics at exit on Windows: a thread killed by ExitProcess may hold
+  // the lock for good; its threads gone, the heap is read without it.
+  const bool exiting = os::process_exiting();
   auto walk = [&](Heap* h) {
-    LockGuard guard(h->lock);
+    const bool locked = exiting ? h->lock.try_lock() : (h->lock.lock(), true);
     segment_for_each(h, [&](Segment* seg) {
       for (unsigned i = 0; i < kSlicesPerSegment; ++i) {
         const Slab& s = seg->slabs[i];
@@ -39,6 +42,7 @@ void walk_heaps(gr_stats_t* st) {
         }
       }
     });
+    if (locked) h->lock.unlock();
   };
   heap_for_each([&](Heap* h) {
     if (h->state.load(std::memory_order_acquire) == HeapState::kDestroyed) return;

@@ -92,6 +92,11 @@ uint32_t process_id();
 // exits. register once at start-up.
 void thread_exit_register(void (*fn)(void* value));
 void thread_exit_arm(void* value);
+// True once the process is ending with its other threads already killed
+// wherever they stood, perhaps holding one of our locks (Windows: ExitProcess
+// terminates them before the exiting thread's FLS callbacks and DLL detach).
+// Linux exit() leaves them running, so never there.
+bool process_exiting();
 
 // Called around fork() (where fork exists) so locks are consistent.
 void atfork_register(void (*prepare)(), void (*parent)(), void (*child)());

@@ -159,9 +159,17 @@ using WakeByAddressAllFn = VOID(WINAPI*)(PVOID);
 WaitOnAddressFn g_wait_fn = nullptr;
 WakeByAddressAllFn g_wake_fn = nullptr;
 WakeByAddressAllFn g_wake_one_fn = nullptr;  // WakeByAddressSingle: same signature
+using ShutdownInProgressFn = BOOLEAN(WINAPI*)();
+ShutdownInProgressFn g_shutdown_fn = nullptr;  // ntdll's RtlDllShutdownInProgress
 INIT_ONCE g_wait_once = INIT_ONCE_STATIC_INIT;
 
 BOOL CALLBACK init_wait(PINIT_ONCE, PVOID, PVOID*) {
+  if (HMODULE nt = GetModuleHandleW(L"ntdll.dll")) {
+    __atomic_store_n(&g_shutdown_fn,
+                     reinterpret_cast<ShutdownInProgressFn>(
+                         reinterpret_cast<void*>(GetProcAddress(nt, "RtlDllShutdownInProgress"))),
+                     __ATOMIC_RELEASE);
+  }
   HMODULE m = GetModuleHandleW(L"kernelbase.dll");
   if (!m) m = GetModuleHandleW(L"api-ms-win-core-synch-l1-2-0.dll");
   if (m) {
@@ -226,6 +234,13 @@ void lock_wake(const uint32_t* word) {
     KeepLastError keep;
     wake(const_cast<uint32_t*>(word));
   }
+}
+
+// Resolved at start-up with the wait functions: resolving now could wait for
+// the loader lock, which the exiting thread holds.
+bool process_exiting() {
+  auto in_progress = __atomic_load_n(&g_shutdown_fn, __ATOMIC_ACQUIRE);
+  return in_progress && in_progress();
 }
 
 // FlushProcessWriteBuffers is the Windows barrier, but Wine 8 (where the

@@ -1,0 +1,81 @@
+// ExitProcess kills every other thread wherever it stands, then runs the
+// exiting thread's FLS callbacks: Granule's thread-exit hook must not wait
+// for a lock a killed thread held (the purge thread, say, in the middle of
+// a decommit), or the process never ends.
+//   test-win-exit-locked          runs itself once per lock below, each time
+//                                 with a time limit
+//   test-win-exit-locked LOCK     main allocates, a thread takes LOCK and
+//                                 sleeps, main returns 7
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "granule.h"
+#include "heap.h"
+
+namespace {
+
+granule::SlowLock* g_target = nullptr;
+HANDLE g_taken = nullptr;
+
+DWORD WINAPI hold(LPVOID) {
+  g_target->lock();
+  SetEvent(g_taken);
+  Sleep(INFINITE);
+  return 0;
+}
+
+int child(const char* which) {
+  // A heap with slabs to hand over at exit: some blocks live, some freed.
+  static void* blocks[4000];
+  for (int i = 0; i < 4000; ++i) blocks[i] = gr_malloc(16 + size_t(i % 300) * 8);
+  for (int i = 0; i < 4000; i += 2) gr_free(blocks[i]);
+  granule::Heap* mine = granule::heap_current();
+  if (std::strcmp(which, "segments") == 0)
+    g_target = &granule::g_thread_segments.lock;
+  else if (std::strcmp(which, "heap") == 0)
+    g_target = &mine->lock;
+  else
+    return 2;
+  g_taken = CreateEventW(nullptr, TRUE, FALSE, nullptr);
+  HANDLE t = CreateThread(nullptr, 0, hold, nullptr, 0, nullptr);
+  if (!t || WaitForSingleObject(g_taken, 10000) != WAIT_OBJECT_0) return 3;
+  return 7;  // the C runtime's exit, then ExitProcess, with the lock held
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2) return child(argv[1]);
+  wchar_t self[MAX_PATH];
+  GetModuleFileNameW(nullptr, self, MAX_PATH);
+  int failures = 0;
+  for (const wchar_t* lock : {L"segments", L"heap"}) {
+    wchar_t cmd[2 * MAX_PATH];
+    std::swprintf(cmd, 2 * MAX_PATH, L"\"%ls\" %ls", self, lock);
+    STARTUPINFOW si = {};
+    si.cb = sizeof si;
+    PROCESS_INFORMATION pi = {};
+    if (!CreateProcessW(nullptr, cmd, nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si, &pi)) {
+      std::printf("FAIL %ls: could not start\n", lock);
+      ++failures;
+      continue;
+    }
+    DWORD code = 0;
+    const bool ended = WaitForSingleObject(pi.hProcess, 15000) == WAIT_OBJECT_0;
+    if (ended)
+      GetExitCodeProcess(pi.hProcess, &code);
+    else
+      TerminateProcess(pi.hProcess, 99);
+    const bool ok = ended && code == 7;
+    std::printf("%s exit with %ls lock held by a killed thread: %s (exit code %lu)\n",
+                ok ? "ok  " : "FAIL", lock, ended ? "ended" : "still running after 15 s",
+                (unsigned long)code);
+    failures += !ok;
+    CloseHandle(pi.hThread);
+    CloseHandle(pi.hProcess);
+  }
+  return failures ? 1 : 0;
+}
