@@ -252,6 +252,9 @@ void retire_locked(Heap* h, Slab* s) {
 // An owner's empty slab goes back to its segment. Out of line, so that
 // heap_slab_empty's common outcome (the slab is kept) saves no registers.
 __attribute__((noinline)) void release_empty(Heap* h, Slab* s) {
+  // A Windows process past ExitProcess: a killed thread may hold the locks,
+  // and the memory goes back with the process. The slab stays queued, empty.
+  if (os::process_exiting()) return;
   OwnerSection section(h);  // nests inside alloc_class's
   queue_remove(h, s);
   {
@@ -482,6 +485,9 @@ void free_local(Heap* h, Slab* s, Block* b) {
 // Out of line, so that free_remote's common outcome (pushed, nothing more)
 // does not save and restore the registers the lock paths need.
 __attribute__((noinline)) void remote_free_done(Heap* owner, Slab* s, RemoteFree outcome) {
+  // Past ExitProcess (release_empty): a detached slab stays as it is, its
+  // blocks counted free.
+  if (outcome != RemoteFree::kPushed && os::process_exiting()) return;
   switch (outcome) {
     case RemoteFree::kPushed:
       return;

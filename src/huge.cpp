@@ -433,6 +433,9 @@ void huge_free(uintptr_t p) {
     return report_error(ErrorKind::kInteriorFree, reinterpret_cast<void*>(p),
                         hh->map_size - hh->offset);
   }
+  // Past ExitProcess a killed thread may hold the locks below; the mapping
+  // goes with the process.
+  if (os::process_exiting()) return;
   g_stats.huge_blocks.sub(1);
   g_stats.huge_bytes.sub(hh->commit_size - hh->offset);
   if (Heap* owner = hh->owner) {

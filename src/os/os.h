@@ -96,7 +96,11 @@ void thread_exit_arm(void* value);
 // wherever they stood, perhaps holding one of our locks (Windows: ExitProcess
 // terminates them before the exiting thread's FLS callbacks and DLL detach).
 // Linux exit() leaves them running, so never there.
+#if defined(_WIN32)
 bool process_exiting();
+#else
+inline bool process_exiting() { return false; }
+#endif
 
 // Called around fork() (where fork exists) so locks are consistent.
 void atfork_register(void (*prepare)(), void (*parent)(), void (*child)());

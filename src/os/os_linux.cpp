@@ -102,8 +102,6 @@ bool can_split() { return true; }
 
 bool threads_before_start() { return false; }
 
-bool process_exiting() { return false; }
-
 // mremap moves page-table entries, so pages already touched stay resident and
 // are not faulted in again.
 bool move_pages(void* from, void* to, size_t size) {

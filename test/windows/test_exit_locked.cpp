@@ -1,11 +1,14 @@
 // ExitProcess kills every other thread wherever it stands, then runs the
-// exiting thread's FLS callbacks: Granule's thread-exit hook must not wait
+// exiting thread's FLS callbacks and the DLLs' detach code, which free
+// memory too. Neither Granule's thread-exit hook nor those frees may wait
 // for a lock a killed thread held (the purge thread, say, in the middle of
 // a decommit), or the process never ends.
 //   test-win-exit-locked          runs itself once per lock below, each time
 //                                 with a time limit
-//   test-win-exit-locked LOCK     main allocates, a thread takes LOCK and
-//                                 sleeps, main returns 7
+//   test-win-exit-locked LOCK     main and a second thread allocate; the
+//                                 thread takes LOCK and sleeps; main returns
+//                                 7, and an FLS callback frees every block
+//                                 after the thread was killed
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 
@@ -20,18 +23,33 @@ namespace {
 granule::SlowLock* g_target = nullptr;
 HANDLE g_taken = nullptr;
 
+constexpr int kBlocks = 4000;
+void* g_mine[kBlocks];    // main's: its slabs empty at exit (local frees)
+void* g_theirs[kBlocks];  // the killed thread's: its full slabs empty (remote frees)
+void* g_huge = nullptr;
+
 DWORD WINAPI hold(LPVOID) {
+  for (int i = 0; i < kBlocks; ++i) g_theirs[i] = gr_malloc(256);
   g_target->lock();
   SetEvent(g_taken);
   Sleep(INFINITE);
   return 0;
 }
 
+void WINAPI free_all(void*) {
+  for (void* p : g_mine) gr_free(p);
+  for (void* p : g_theirs) gr_free(p);
+  gr_free(g_huge);
+}
+
 int child(const char* which) {
   // A heap with slabs to hand over at exit: some blocks live, some freed.
-  static void* blocks[4000];
-  for (int i = 0; i < 4000; ++i) blocks[i] = gr_malloc(16 + size_t(i % 300) * 8);
-  for (int i = 0; i < 4000; i += 2) gr_free(blocks[i]);
+  for (int i = 0; i < kBlocks; ++i) g_mine[i] = gr_malloc(16 + size_t(i % 300) * 8);
+  for (int i = 0; i < kBlocks; i += 2) {
+    gr_free(g_mine[i]);
+    g_mine[i] = nullptr;
+  }
+  g_huge = gr_malloc(size_t(8) << 20);
   granule::Heap* mine = granule::heap_current();
   if (std::strcmp(which, "segments") == 0)
     g_target = &granule::g_thread_segments.lock;
@@ -42,6 +60,8 @@ int child(const char* which) {
   g_taken = CreateEventW(nullptr, TRUE, FALSE, nullptr);
   HANDLE t = CreateThread(nullptr, 0, hold, nullptr, 0, nullptr);
   if (!t || WaitForSingleObject(g_taken, 10000) != WAIT_OBJECT_0) return 3;
+  DWORD index = FlsAlloc(free_all);
+  if (index == FLS_OUT_OF_INDEXES || !FlsSetValue(index, g_mine)) return 4;
   return 7;  // the C runtime's exit, then ExitProcess, with the lock held
 }
 
