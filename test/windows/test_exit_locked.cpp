@@ -5,14 +5,18 @@
 // a decommit), or the process never ends.
 //   test-win-exit-locked          runs itself once per lock below, each time
 //                                 with a time limit
-//   test-win-exit-locked LOCK     main and a second thread allocate; the
+//   test-win-exit-locked LOCK EVENT
+//                                 main and a second thread allocate; the
 //                                 thread takes LOCK and sleeps; main returns
 //                                 7, and an FLS callback frees every block
-//                                 after the thread was killed
+//                                 after the thread was killed, then sets
+//                                 EVENT (an inherited handle)
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "granule.h"
@@ -22,6 +26,7 @@ namespace {
 
 granule::SlowLock* g_target = nullptr;
 HANDLE g_taken = nullptr;
+HANDLE g_freed = nullptr;  // the parent's: set once free_all got through
 
 constexpr int kBlocks = 4000;
 void* g_mine[kBlocks];    // main's: its slabs empty at exit (local frees)
@@ -40,9 +45,11 @@ void WINAPI free_all(void*) {
   for (void* p : g_mine) gr_free(p);
   for (void* p : g_theirs) gr_free(p);
   gr_free(g_huge);
+  SetEvent(g_freed);
 }
 
-int child(const char* which) {
+int child(const char* which, const char* event) {
+  g_freed = reinterpret_cast<HANDLE>(std::strtoull(event, nullptr, 10));
   // A heap with slabs to hand over at exit: some blocks live, some freed.
   for (int i = 0; i < kBlocks; ++i) g_mine[i] = gr_malloc(16 + size_t(i % 300) * 8);
   for (int i = 0; i < kBlocks; i += 2) {
@@ -68,19 +75,23 @@ int child(const char* which) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 2) return child(argv[1]);
+  if (argc == 3) return child(argv[1], argv[2]);
   wchar_t self[MAX_PATH];
   GetModuleFileNameW(nullptr, self, MAX_PATH);
   int failures = 0;
   for (const wchar_t* lock : {L"segments", L"heap"}) {
+    SECURITY_ATTRIBUTES inherit = {sizeof inherit, nullptr, TRUE};
+    HANDLE freed = CreateEventW(&inherit, TRUE, FALSE, nullptr);
     wchar_t cmd[2 * MAX_PATH];
-    std::swprintf(cmd, 2 * MAX_PATH, L"\"%ls\" %ls", self, lock);
+    std::swprintf(cmd, 2 * MAX_PATH, L"\"%ls\" %ls %llu", self, lock,
+                  static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(freed)));
     STARTUPINFOW si = {};
     si.cb = sizeof si;
     PROCESS_INFORMATION pi = {};
-    if (!CreateProcessW(nullptr, cmd, nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si, &pi)) {
+    if (!CreateProcessW(nullptr, cmd, nullptr, nullptr, TRUE, 0, nullptr, nullptr, &si, &pi)) {
       std::printf("FAIL %ls: could not start\n", lock);
       ++failures;
+      CloseHandle(freed);
       continue;
     }
     DWORD code = 0;
@@ -89,10 +100,14 @@ int main(int argc, char** argv) {
       GetExitCodeProcess(pi.hProcess, &code);
     else
       TerminateProcess(pi.hProcess, 99);
-    const bool ok = ended && code == 7;
-    std::printf("%s exit with %ls lock held by a killed thread: %s (exit code %lu)\n",
-                ok ? "ok  " : "FAIL", lock, ended ? "ended" : "still running after 15 s",
-                (unsigned long)code);
+    const bool frees_done = WaitForSingleObject(freed, 0) == WAIT_OBJECT_0;
+    const bool ok = ended && code == 7 && frees_done;
+    std::printf(
+        "%s exit with %ls lock held by a killed thread: %s (exit code %lu), frees after "
+        "the kill %s\n",
+        ok ? "ok  " : "FAIL", lock, ended ? "ended" : "still running after 15 s",
+        (unsigned long)code, frees_done ? "done" : "not done");
+    CloseHandle(freed);
     failures += !ok;
     CloseHandle(pi.hThread);
     CloseHandle(pi.hProcess);
