@@ -596,7 +596,11 @@ void heap_renew(Heap* h) {
   h->full_segment_count = 0;
   for (auto& b : h->run_bins) b = {};
   for (auto& e : h->small_extent) e = 0;
-  h->purged_slices = h->retaken_slices = h->offset_slices = h->offset_retaken = 0;
+  h->purge_level = 0;
+  h->purged_slices = h->retaken_slices = h->spared_slices = 0;
+  h->offset_slices = h->offset_retaken = 0;
+  h->slice_takes = h->takes_seen = 0;
+  h->takes_seen_ms = 0;
   h->offset_due = 0;
   h->feedback_since = 0;
   h->pool_next = nullptr;

@@ -209,9 +209,18 @@ struct Heap {
   // returned to these segments had touched (0: none yet). The next one is
   // expected to touch as much (under lock).
   uint8_t small_extent[kSmallClassCount] = {};
-  // Purge feedback (segment_purge, under lock): slices the delay purged, and
-  // slices taken back after a quarter of the delay but before its end.
-  uint32_t purged_slices = 0, retaken_slices = 0;
+  // Purge feedback (segment.cpp, under lock): how long free slices wait
+  // (a level: a quarter of the delay, doubled per level), slices the wait
+  // purged, those of them taken back within four waits (a longer wait would
+  // have spared their faults), and slices taken back resident in the last
+  // half of the wait (a shorter one would have purged them).
+  uint8_t purge_level = 0;
+  uint32_t purged_slices = 0, retaken_slices = 0, spared_slices = 0;
+  // Slices taken so far, and when segment_purge last saw that count change:
+  // a heap that took none for a whole delay is idle, and its free slices
+  // wait only the shortest wait.
+  uint32_t slice_takes = 0, takes_seen = 0;
+  uint64_t takes_seen_ms = 0;
   // Growth offsets (segment_decommit_idle, under lock): slices decommitted
   // before their delay, and those of them taken back before it would have
   // ended. They halve with the counts above.

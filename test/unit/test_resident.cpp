@@ -304,27 +304,41 @@ TEST_CASE("memory that grows gives back the slices idle longest first") {
   });
 }
 
-TEST_CASE("free slices wait a quarter of the delay and all of it once they come back early") {
-  constexpr long kDelay = 1200;
+TEST_CASE("free slices wait longer once they come back after their wait, the shortest when idle") {
+  // Waits of 100, 200, 400 and 800 ms; a heap that took no slice for 400 ms
+  // is idle.
+  constexpr long kDelay = 400;
+  using ms = std::chrono::milliseconds;
   with_purge_delay(kDelay, [&] {
     gr_heap_t* heap = gr_heap_create(nullptr);
     REQUIRE(heap != nullptr);
-    // A span freed and left for half the delay; then, is its last page still
-    // resident? The next span takes the same slices back.
-    auto kept_for_half = [&] {
-      char* p = static_cast<char*>(gr_heap_malloc(heap, 6 * kSlice));
+    // A live block keeps the segment, so each span takes back the slices
+    // the last one left.
+    void* pin = gr_heap_malloc(heap, 64);
+    REQUIRE(pin != nullptr);
+    // A span of 20 slices (more than the evidence a level asks for) written
+    // whole and freed; `wait` later, is its last page still resident? The
+    // collect right after the free has the heap see its last take then.
+    auto kept_after = [&](long wait) {
+      char* p = static_cast<char*>(gr_heap_malloc(heap, 20 * kSlice));
       REQUIRE(p != nullptr);
-      std::memset(p, 1, 6 * kSlice);
+      std::memset(p, 1, 20 * kSlice);
       gr_free(p);
-      std::this_thread::sleep_for(std::chrono::milliseconds(kDelay / 2));
       gr_collect(false);
-      return resident(p + 6 * kSlice - 4096);
+      std::this_thread::sleep_for(ms(wait));
+      gr_collect(false);
+      return resident(p + 20 * kSlice - 4096);
     };
-    // Nothing was ever taken back early: a quarter of the delay is enough.
-    REQUIRE_FALSE(kept_for_half());
-    // Those slices came back at half the delay, which the whole delay would
-    // have kept resident: from now on the heap waits it out.
-    REQUIRE(kept_for_half());
+    // Each time the purged span comes back (more than half of what was
+    // purged): the wait doubles, to 200, 400 and 800 ms.
+    REQUIRE_FALSE(kept_after(150));
+    REQUIRE_FALSE(kept_after(300));
+    REQUIRE_FALSE(kept_after(600));
+    // Busy (the last take 300 ms ago): the 800 ms wait keeps the span.
+    REQUIRE(kept_after(300));
+    // Idle for 500 ms: the shortest wait, whatever the level.
+    REQUIRE_FALSE(kept_after(500));
+    gr_free(pin);
     gr_heap_destroy(heap);
   });
 }
