@@ -226,7 +226,7 @@ bool commit_slices(Heap* h, Segment* seg, uint64_t bits) {
 // touched, after a TLB shootdown for the purge): a program that frees and
 // regrows in rounds, or churns spans while it grows, keeps its memory
 // resident between them (threads exchanging spans of up to 800 KiB in
-// rounds of a few hundred ms: 1.5 to 1.9 times faster at 4 and 8 threads,
+// rounds of a few hundred ms: 1.2 to 1.8 times faster at 4 and 8 threads,
 // same peak). It steps down when its wait spares little: slices taken back
 // resident in the wait's last half (which a shorter wait would have purged)
 // plus twice those taken back after it stay under half of what it purges.

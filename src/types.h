@@ -211,9 +211,10 @@ struct Heap {
   uint8_t small_extent[kSmallClassCount] = {};
   // Purge feedback (segment.cpp, under lock): how long free slices wait
   // (a level: a quarter of the delay, doubled per level), slices the wait
-  // purged, those of them taken back within four waits (a longer wait would
-  // have spared their faults), and slices taken back resident in the last
-  // half of the wait (a shorter one would have purged them).
+  // purged, slices taken back past the wait but within the longest one
+  // (purged, or due at the next pass: a longer wait would have spared their
+  // faults), and slices taken back resident in the last half of the wait (a
+  // shorter one would have purged them).
   uint8_t purge_level = 0;
   uint32_t purged_slices = 0, retaken_slices = 0, spared_slices = 0;
   // Slices taken so far, and when segment_purge last saw that count change:
@@ -222,8 +223,8 @@ struct Heap {
   uint32_t slice_takes = 0, takes_seen = 0;
   uint64_t takes_seen_ms = 0;
   // Growth offsets (segment_decommit_idle, under lock): slices decommitted
-  // before their delay, and those of them taken back before it would have
-  // ended. They halve with the counts above.
+  // before their wait, and those of them taken back before it (at least the
+  // delay) would have ended. They halve with the counts above.
   uint32_t offset_slices = 0, offset_retaken = 0;
   size_t offset_due = 0;  // growth not offset yet: offsets go in batches (segment_decommit_idle)
   uint64_t feedback_since = 0;                    // ms: the counts above halve every ten delays
