@@ -225,11 +225,14 @@ HugeHeader* assemble(size_t need, size_t alignment, size_t* fresh) {
     size_t size = piece->map_size, committed = piece->commit_size;
     if (committed != size) break;  // only where pages are all there to move
     cache_unlink(piece);
+    // The map forgets the piece before the move frees its range: once freed,
+    // another thread may map the range and mark it as its own.
+    map_clear(uintptr_t(piece), size);
     if (!os::move_pages(piece, target + filled, size)) {
+      map_set(uintptr_t(piece), size, kMapHuge, kMapHugeTail);
       cache_push(piece, piece->freed_at, piece->idle_from, piece->idle_since);
       break;
     }
-    map_clear(uintptr_t(piece), size);
     g_stats.reserved.sub(size);
     g_stats.committed.sub(committed);
     filled += size;
@@ -309,11 +312,13 @@ void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
   char* target = static_cast<char*>(os::reserve(map_size, hh->alignment));
   if (!target) return nullptr;
   bump(g_stats.os_reserves);
+  // Cleared first, as in assemble: the move frees the old range for others.
+  map_clear(uintptr_t(hh), old_size);
   if (!os::move_pages(hh, target, old_size)) {
+    map_set(uintptr_t(hh), old_size, kMapHuge, kMapHugeTail);
     os::release(target, map_size);
     return nullptr;
   }
-  map_clear(uintptr_t(hh), old_size);
   hh = reinterpret_cast<HugeHeader*>(target);  // the header moved with its page
   hh->cookie = kHugeLive ^ uintptr_t(hh);
   hh->map_size = hh->commit_size = map_size;
