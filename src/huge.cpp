@@ -212,6 +212,17 @@ void coalesce_up(HugeHeader* hh, uint64_t* idle_since, size_t* idle_from) {
   map_set(uintptr_t(hh), hh->map_size, kMapHuge, kMapHugeTail);
 }
 
+// Move a mapping's pages to `to` (reserved, as big), or leave it where it
+// is. The map forgets the old range before the move frees it: once freed,
+// another thread may be given the range and mark it as its own, which a
+// later clear would wipe.
+bool move_mapping(HugeHeader* hh, void* to, size_t size) {
+  map_clear(uintptr_t(hh), size);
+  if (os::move_pages(hh, to, size)) return true;
+  map_set(uintptr_t(hh), size, kMapHuge, kMapHugeTail);
+  return false;
+}
+
 // Gather cached mappings, largest first, into one fresh reservation of `need`
 // bytes: their pages move with them (page tables only), so only the part no
 // cached piece covers is faulted in (*fresh). nullptr when nothing could be
@@ -225,11 +236,7 @@ HugeHeader* assemble(size_t need, size_t alignment, size_t* fresh) {
     size_t size = piece->map_size, committed = piece->commit_size;
     if (committed != size) break;  // only where pages are all there to move
     cache_unlink(piece);
-    // The map forgets the piece before the move frees its range: once freed,
-    // another thread may map the range and mark it as its own.
-    map_clear(uintptr_t(piece), size);
-    if (!os::move_pages(piece, target + filled, size)) {
-      map_set(uintptr_t(piece), size, kMapHuge, kMapHugeTail);
+    if (!move_mapping(piece, target + filled, size)) {
       cache_push(piece, piece->freed_at, piece->idle_from, piece->idle_since);
       break;
     }
@@ -312,10 +319,7 @@ void* huge_grow(uintptr_t p, size_t size, size_t* fresh) {
   char* target = static_cast<char*>(os::reserve(map_size, hh->alignment));
   if (!target) return nullptr;
   bump(g_stats.os_reserves);
-  // Cleared first, as in assemble: the move frees the old range for others.
-  map_clear(uintptr_t(hh), old_size);
-  if (!os::move_pages(hh, target, old_size)) {
-    map_set(uintptr_t(hh), old_size, kMapHuge, kMapHugeTail);
+  if (!move_mapping(hh, target, old_size)) {
     os::release(target, map_size);
     return nullptr;
   }

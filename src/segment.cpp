@@ -239,9 +239,10 @@ constexpr uint8_t kPurgeLevels = 6;       // waits of 1/4, 1/2, 1, 2, 4 and 8 de
 constexpr uint32_t kLevelEvidence = 16;   // slices purged and taken back, a MiB
 constexpr uint64_t kFeedbackDelays = 10;  // the counts halve this often
 
-uint64_t slice_wait(const Heap* h, uint64_t delay) {
-  return (delay / kShortWaitDivisor) << h->purge_level;
-}
+// The wait of a level.
+uint64_t level_wait(uint64_t delay, unsigned level) { return (delay / kShortWaitDivisor) << level; }
+
+uint64_t slice_wait(const Heap* h, uint64_t delay) { return level_wait(delay, h->purge_level); }
 
 // `bits` leave the free slices: count those the wait purged that a longer
 // one would have kept resident, and those it kept that a shorter one would
@@ -257,7 +258,7 @@ void note_taken(Heap* h, Segment* seg, uint64_t bits) {
   if ((!waiting && !offset) || option_delay <= 0) return;  // at once or never: nothing to learn
   uint64_t now = os::now_ms(), delay = uint64_t(option_delay);
   uint64_t wait = slice_wait(h, delay);
-  uint64_t longest = (delay / kShortWaitDivisor) << (kPurgeLevels - 1);
+  uint64_t longest = level_wait(delay, kPurgeLevels - 1);
   for (; waiting; waiting &= waiting - 1) {
     unsigned i = unsigned(__builtin_ctzll(waiting));
     uint64_t age = now - seg->slabs[i].free_since;
@@ -610,7 +611,7 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
     h->takes_seen_ms = now;
   }
   bool idle = now - h->takes_seen_ms >= uint64_t(delay);
-  uint64_t wait = idle ? uint64_t(delay) / kShortWaitDivisor : slice_wait(h, uint64_t(delay));
+  uint64_t wait = idle ? level_wait(uint64_t(delay), 0) : slice_wait(h, uint64_t(delay));
   // Empty segments wait the whole delay, or the slices' wait if longer.
   uint64_t cutoff = force ? ~uint64_t{0} : now - std::max(uint64_t(delay), wait);
   uint64_t slice_cutoff = force ? cutoff : now - wait;
