@@ -244,6 +244,13 @@ uint64_t level_wait(uint64_t delay, unsigned level) { return (delay / kShortWait
 
 uint64_t slice_wait(const Heap* h, uint64_t delay) { return level_wait(delay, h->purge_level); }
 
+// A new level is judged on fresh counts, a whole period from now.
+void set_purge_level(Heap* h, unsigned level, uint64_t now) {
+  h->purge_level = uint8_t(level);
+  h->purged_slices = h->retaken_slices = h->spared_slices = 0;
+  h->feedback_since = now;
+}
+
 // `bits` leave the free slices: count those the wait purged that a longer
 // one would have kept resident, and those it kept that a shorter one would
 // have purged.
@@ -271,10 +278,7 @@ void note_taken(Heap* h, Segment* seg, uint64_t bits) {
   }
   if (h->retaken_slices >= kLevelEvidence && h->retaken_slices * 2 > h->purged_slices &&
       h->purge_level + 1 < kPurgeLevels) {
-    // The new wait is judged on fresh counts, a whole period from now.
-    ++h->purge_level;
-    h->purged_slices = h->retaken_slices = h->spared_slices = 0;
-    h->feedback_since = now;
+    set_purge_level(h, h->purge_level + 1u, now);
   }
   for (; offset; offset &= offset - 1)
     if (now - seg->slabs[__builtin_ctzll(offset)].free_since < std::max(delay, wait))
@@ -616,10 +620,8 @@ bool segment_purge(Heap* h, uint64_t now, bool force) {
   uint64_t cutoff = force ? ~uint64_t{0} : now - std::max(uint64_t(delay), wait);
   uint64_t slice_cutoff = force ? cutoff : now - wait;
   if (!force && now - h->feedback_since >= uint64_t(delay) * kFeedbackDelays) {
-    if (h->purge_level > 0 && (h->spared_slices + 2 * h->retaken_slices) * 2 <= h->purged_slices) {
-      --h->purge_level;  // judged afresh, as after a climb
-      h->purged_slices = h->retaken_slices = h->spared_slices = 0;
-    }
+    if (h->purge_level > 0 && (h->spared_slices + 2 * h->retaken_slices) * 2 <= h->purged_slices)
+      set_purge_level(h, h->purge_level - 1u, now);
     h->purged_slices /= 2;
     h->retaken_slices /= 2;
     h->spared_slices /= 2;
